@@ -1,0 +1,36 @@
+# gpuflows — two commands on a fresh machine: `make up` and `make test`.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: up test bench lint clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+# Re-installs only when the dependencies change.
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+## Install and start the platform: Prefect server (SQLite), pools, blocks, deployments, a worker.
+up: $(STAMP)
+	$(BIN)/gpuflows up
+
+## Install and run the tests (CI runs exactly this).
+test: $(STAMP)
+	$(BIN)/python -m ruff check flows tasks blocks tests benchmarks
+	$(BIN)/python -m pytest -q
+
+## Benchmarks: figures for the README, with the peers side by side.
+bench: $(STAMP)
+	$(BIN)/python -m benchmarks
+
+lint: $(STAMP)
+	$(BIN)/python -m ruff check flows tasks blocks tests benchmarks
+	$(BIN)/python -m ruff format --check flows tasks blocks tests benchmarks
+
+clean:
+	rm -rf $(VENV) .gpuflows .pytest_cache .ruff_cache .hypothesis

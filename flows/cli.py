@@ -1,0 +1,154 @@
+"""The `gpuflows` console command: parse, call a flow (or the in-process agent), print.
+
+Results go to stdout, progress to stderr; a `GpuflowsError` exits 1 with one line, a usage error exits 2.
+Imports are lazy so `gpuflows --help` stays instant.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from tasks.errors import GpuflowsError, InputError
+
+
+def _fail(message: str) -> None:
+    click.echo(f"error: {message}", err=True)
+    sys.exit(1)
+
+
+def read_prompt(argument: str) -> str:
+    """PROMPT as given, `@path` for a file, or `-` for standard input; strict UTF-8."""
+    if argument == "-":
+        data, source = sys.stdin.buffer.read(), "standard input"
+    elif argument.startswith("@"):
+        path = Path(argument[1:])
+        source = f"prompt file {path}"
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            raise InputError(f"{source} does not exist") from None
+        except IsADirectoryError:
+            raise InputError(f"{source} is a directory, not a file") from None
+        except PermissionError:
+            raise InputError(f"{source} is not readable (permission denied)") from None
+    else:
+        return argument
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise InputError(
+            f"{source} is not UTF-8: byte 0x{data[exc.start]:02x} at offset {exc.start} (line {line}); "
+            "convert it, e.g. iconv -f latin1 -t utf-8"
+        ) from None
+
+
+@click.group()
+@click.version_option(package_name="gpuflows")
+def cli() -> None:
+    """gpuflows: decomposition, training, billing and forecasting flows on Prefect."""
+
+
+@cli.command()
+@click.argument("prompt")
+@click.option("--host", help="Ollama base URL (default: the 'default' OllamaServer block, or localhost)")
+@click.option("--model", help="Model as in `ollama list`")
+@click.option(
+    "--max-tokens", "max_context_tokens", type=click.IntRange(1024), help="Context (num_ctx) per call"
+)
+@click.option("--parallel", "max_parallel_tasks", type=click.IntRange(1, 64), help="Sub-tasks at once")
+@click.option(
+    "--aggregation-strategy",
+    type=click.Choice(["auto", "concatenate", "sequential", "hierarchical"]),
+    help="How answers are combined",
+)
+@click.option("--think/--no-think", default=None, help="Reasoning on/off for thinking models")
+@click.option("--instructions", help="Instructions every section must see (default: the prompt's preamble)")
+@click.option("--allow-partial", is_flag=True, help="Return an answer that marks failed sections")
+@click.option("--json", "as_json", is_flag=True, help="Print the whole result as JSON")
+@click.option(
+    "--prefect/--local",
+    "via_prefect",
+    default=None,
+    help="Run as a Prefect flow run (default when PREFECT_API_URL is set) or in-process",
+)
+def decompose(
+    prompt: str, as_json: bool, via_prefect: bool | None, instructions: str | None, **overrides: Any
+) -> None:
+    """Answer PROMPT (text, @file, or - for stdin) with the decomposition agent."""
+    from tasks.decomposition import AgentConfig
+
+    settings = {
+        "ollama_host": overrides.pop("host"),
+        "ollama_model": overrides.pop("model"),
+        **{k: v for k, v in overrides.items() if v is not None},
+    }
+    if not settings["allow_partial"]:
+        settings.pop("allow_partial")
+    try:
+        text = read_prompt(prompt)
+        config = AgentConfig(**{k: v for k, v in settings.items() if v is not None})
+        if via_prefect is None:
+            from prefect.settings import PREFECT_API_URL
+
+            via_prefect = bool(PREFECT_API_URL.value())
+        if via_prefect:
+            from flows.decompose import decompose as decompose_flow
+
+            click.echo("running as a Prefect flow run…", err=True)
+            result = decompose_flow(text, config, server="default", instructions=instructions)
+        else:
+            from tasks.decomposition import OllamaDecompositionAgent
+
+            agent = OllamaDecompositionAgent(config)
+            result = agent.process(text, instructions, progress=lambda line: click.echo(line, err=True))
+    except GpuflowsError as exc:
+        _fail(str(exc))
+    except ValueError as exc:  # pydantic validation of the options
+        _fail(str(exc).replace("\n", "; "))
+    if as_json:
+        click.echo(json.dumps(dataclasses.asdict(result), indent=2))
+    else:
+        click.echo(result.final_response)
+    click.echo(
+        f"{result.mode}, {len(result.subtasks)} part(s), {len(result.synthesis)} synthesis call(s), "
+        f"{result.total_tokens_used} tokens, {result.total_duration_seconds:.1f} s",
+        err=True,
+    )
+
+
+@cli.command()
+@click.option("--port", default=4200, show_default=True, help="Prefect server port on 127.0.0.1")
+@click.option("--setup-only", is_flag=True, help="Set up and deploy, then exit (stops a server it started)")
+def up(port: int, setup_only: bool) -> None:
+    """Start the platform on the embedded default: Prefect server, pools, blocks, deployments, worker."""
+    from flows.platform import run_platform
+
+    try:
+        run_platform(port=port, start_worker=not setup_only)
+    except GpuflowsError as exc:
+        _fail(str(exc))
+
+
+@cli.command()
+def deploy() -> None:
+    """Register every deployment in prefect.yaml with the configured Prefect server (PREFECT_API_URL)."""
+    import os
+
+    from flows.platform import deploy as deploy_all
+
+    try:
+        deploy_all(dict(os.environ))
+    except GpuflowsError as exc:
+        _fail(str(exc))
+    click.echo("deployments registered")
+
+
+if __name__ == "__main__":
+    cli()

@@ -1,0 +1,158 @@
+"""Flow `decompose`: answer a prompt too large for one call with a local Ollama server.
+
+analyze → decide (one call, or sections) → answer sections concurrently → synthesise → artifact.
+Sections run as Prefect task runs, at most `max_parallel_tasks` at once within a run, and each holds a
+slot of the host's global concurrency limit, so simultaneous runs never send one Ollama more than its
+OLLAMA_NUM_PARALLEL.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from uuid import UUID
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact, create_progress_artifact, update_progress_artifact
+from prefect.cache_policies import NO_CACHE
+from prefect.futures import as_completed
+from prefect.task_runners import ThreadPoolTaskRunner
+
+from blocks.ollama import OllamaServer, host_limit_name
+from tasks.concurrency_limits import ensure_limit
+from tasks.decomposition import (
+    AgentConfig,
+    DecompositionResult,
+    Part,
+    Plan,
+    SubTaskRecord,
+    answer_part_task_for,
+    build_result,
+    failed_record,
+    inspect_model_task,
+    new_aggregator,
+    plan_prompt_task,
+    section_answers,
+    synthesis_answers,
+)
+from tasks.decomposition_report import decomposition_markdown
+from tasks.errors import InputError, SubTaskFailedError
+from tasks.ollama import DEFAULT_HOST, DEFAULT_MODEL, display_host
+from tasks.tokens import TokenCounter
+
+DEFAULT_NUM_PARALLEL = 3  # matches the Ollama Deployment's OLLAMA_NUM_PARALLEL in k8s/
+
+
+def resolve_server(config: AgentConfig, server: str | None) -> tuple[AgentConfig, str]:
+    """Fill the host and model from the named OllamaServer block; create the host's global limit."""
+    block: OllamaServer | None = None
+    if server:
+        try:
+            block = OllamaServer.load(server)
+        except ValueError as exc:
+            if not config.ollama_host:
+                raise InputError(
+                    f"no OllamaServer block named {server!r} and no ollama_host given; "
+                    "run `make up` (it registers 'default') or pass config.ollama_host"
+                ) from exc
+    if block is not None:
+        config = config.with_server(block.host, block.model)
+    config = config.with_server(DEFAULT_HOST, DEFAULT_MODEL)
+    same_host = block is not None and host_limit_name(block.host) == host_limit_name(config.host)
+    limit_name = host_limit_name(config.host)
+    ensure_limit(limit_name, block.num_parallel if same_host and block else DEFAULT_NUM_PARALLEL)
+    return config, limit_name
+
+
+resolve_server_task = task(resolve_server, name="resolve-server", cache_policy=NO_CACHE)
+
+
+def run_parts(
+    parts: Sequence[Part], config: AgentConfig, plan: Plan, limit_name: str, progress: UUID | None
+) -> list[SubTaskRecord]:
+    """Map parts to task runs, `max_parallel_tasks` at a time; a failed run becomes a failed record."""
+    answer = answer_part_task_for(config)
+    records: dict[int, SubTaskRecord] = {}
+    with ThreadPoolTaskRunner(max_workers=config.max_parallel_tasks) as runner:
+        futures = [
+            runner.submit(
+                answer, {"part": p, "config": config, "options": plan.options, "limit_name": limit_name}
+            )
+            for p in parts
+        ]
+        index = {id(f): k for k, f in enumerate(futures)}
+        for future in as_completed(futures):
+            k = index[id(future)]
+            try:
+                records[k] = future.result()
+            except Exception as error:  # the task run shows as Failed; the record names the section
+                records[k] = failed_record(parts[k], error)
+            if progress:
+                update_progress_artifact(progress, 100.0 * len(records) / len(parts))
+    return [records[k] for k in range(len(parts))]
+
+
+@flow(name="decompose", flow_run_name="decompose-{server}", validate_parameters=True)
+def decompose(
+    prompt: str,
+    config: AgentConfig = AgentConfig(),  # noqa: B008 - pydantic model defaults are immutable (frozen)
+    server: str | None = "default",
+    instructions: str | None = None,
+) -> DecompositionResult:
+    """Answer a very large prompt with Ollama: split at semantic boundaries, answer sections concurrently
+    (limit 3 per run and per host), and synthesise one answer. Leaves a Markdown artifact with the answer
+    and a table of sub-tasks.
+
+    Args:
+        prompt: The full prompt: instructions first, then the material (Markdown works best).
+        config: Token budgets, concurrency, aggregation strategy, timeouts, caching, think, allow_partial.
+        server: Name of the OllamaServer block giving host, model and the host's parallel limit.
+        instructions: What every section must see; unset: the prompt's preamble before its first heading.
+    """
+    logger = get_run_logger()
+    started = time.monotonic()
+    config, limit_name = resolve_server_task(config, server)
+    counter = TokenCounter(enabled=config.enable_token_count_cache)
+    model = inspect_model_task(config)
+    plan = plan_prompt_task(prompt, config, model, counter, instructions)
+    logger.info(
+        "prompt of %d tokens: %s, %d part(s), num_ctx %d, strategy %s, host %s",
+        plan.prompt_tokens,
+        plan.mode,
+        len(plan.subtasks),
+        plan.num_ctx,
+        plan.strategy or "single",
+        display_host(config.host),
+    )
+    progress = create_progress_artifact(0.0, description="Sections answered")
+    if plan.mode == "single":
+        [record] = run_parts(
+            [Part.of_subtask(plan.subtasks[0], "single")], config, plan, limit_name, progress
+        )
+        if record.status == "failed":
+            raise SubTaskFailedError(f"the prompt (one call) failed: {record.error}")
+        result = build_result(plan, record.content, [record], [], [], started)
+    else:
+        parts = [Part.of_subtask(s, "section") for s in plan.subtasks]
+        sections = run_parts(parts, config, plan, limit_name, progress)
+        answers, missing = section_answers(plan, sections, config.allow_partial)
+        aggregator = new_aggregator(plan, answers, config, counter)
+        synthesis: list[SubTaskRecord] = []
+        while batch := aggregator.next_batch():
+            done = run_parts([Part.of_synthesis(r) for r in batch], config, plan, limit_name, None)
+            synthesis.extend(done)
+            aggregator.feed(synthesis_answers(done))
+        result = build_result(plan, aggregator.final, sections, synthesis, missing, started)
+    create_markdown_artifact(
+        key="decompose-answer",
+        markdown=decomposition_markdown(result, config.model, display_host(config.host)),
+        description=f"{result.mode}, {len(result.subtasks)} part(s), {result.total_tokens_used} tokens",
+    )
+    logger.info(
+        "answered in %.1f s with %d tokens (%d sections, %d synthesis calls)",
+        result.total_duration_seconds,
+        result.total_tokens_used,
+        len(result.subtasks),
+        len(result.synthesis),
+    )
+    return result
