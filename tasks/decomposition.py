@@ -70,6 +70,7 @@ class AgentConfig(BaseModel):
     load_timeout_seconds: float = Field(120, ge=0, le=3600, description="Extra wait for a cold model load")
     stall_timeout_seconds: float = Field(60, gt=0, le=3600, description="Longest silence inside a stream")
     max_attempts: int = Field(4, ge=1, le=10, description="Tries per call for transient failures")
+    retry_backoff_seconds: float = Field(1.0, ge=0, le=60, description="First backoff; doubles, with jitter")
     aggregation_strategy: Literal["auto", "concatenate", "sequential", "hierarchical"] = "auto"
     max_synthesis_depth: int = Field(4, ge=1, le=10, description="Levels of hierarchical synthesis")
     max_shared_context_tokens: int = Field(1024, ge=0, description="Largest preamble shared by all parts")
@@ -108,7 +109,11 @@ class AgentConfig(BaseModel):
         return self.ollama_model
 
     def retry_policy(self) -> RetryPolicy:
-        return RetryPolicy(max_attempts=self.max_attempts)
+        return RetryPolicy(
+            max_attempts=self.max_attempts,
+            backoff_initial_s=self.retry_backoff_seconds,
+            jitter_s=min(1.0, self.retry_backoff_seconds),
+        )
 
     def timeouts(self) -> Timeouts:
         return Timeouts(

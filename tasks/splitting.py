@@ -58,6 +58,7 @@ class Atom:
     structure: Structure | None = None
     is_opening: bool = False  # the fence's own opening line / the table's own header
     is_closing: bool = False  # the fence's own closing line
+    is_whole_structure: bool = False  # a whole fence or table: repeated entirely or not at all
 
 
 @dataclass(frozen=True, slots=True)
@@ -303,7 +304,8 @@ class _Atomizer:
 
     def block(self, block: _Block, tokens: int) -> list[Atom]:
         if tokens <= self.limit:
-            return [Atom(block.text, block.strength, block.section, tokens=tokens)]
+            whole = block.kind in ("fence", "table")
+            return [Atom(block.text, block.strength, block.section, tokens=tokens, is_whole_structure=whole)]
         if block.kind == "fence":
             opening = block.lines[0]
             # The reopened line must itself end a line even if the opening was the document's last line.
@@ -376,7 +378,7 @@ def _overlap_atoms(
             used += atom.tokens
             k -= 1
             continue
-        if atom.structure is None:
+        if atom.structure is None and not atom.is_whole_structure:
             tail = _tail_tokens(atom.text, want - used, counter)
             if tail:
                 parts.append(tail)

@@ -187,8 +187,14 @@ class StandinOllama:
             writer.write(data)
             await writer.drain()
 
-    async def _send_json(self, conn: h11.Connection, writer: asyncio.StreamWriter, status: int, payload: Any,
-                         headers: list[tuple[str, str]] | None = None) -> bool:
+    async def _send_json(
+        self,
+        conn: h11.Connection,
+        writer: asyncio.StreamWriter,
+        status: int,
+        payload: Any,
+        headers: list[tuple[str, str]] | None = None,
+    ) -> bool:
         data = json.dumps(payload).encode()
         head = [("content-type", "application/json; charset=utf-8"), ("content-length", str(len(data)))]
         await self._send(conn, writer, h11.Response(status_code=status, headers=head + (headers or [])))
@@ -196,8 +202,9 @@ class StandinOllama:
         await self._send(conn, writer, h11.EndOfMessage())
         return True
 
-    async def _dispatch(self, conn: h11.Connection, writer: asyncio.StreamWriter, request: h11.Request,
-                        raw: bytes) -> bool:
+    async def _dispatch(
+        self, conn: h11.Connection, writer: asyncio.StreamWriter, request: h11.Request, raw: bytes
+    ) -> bool:
         path = request.target.decode().split("?")[0]
         method = request.method.decode()
         try:
@@ -218,29 +225,45 @@ class StandinOllama:
         return await self._send_json(conn, writer, 404, {"error": f"{method} {path} not found"})
 
     def _tag(self, model: str) -> dict[str, Any]:
-        return {"name": model, "model": model, "size": 4_700_000_000,
-                "digest": hashlib.sha256(model.encode()).hexdigest(),
-                "details": {"family": model.split(":")[0], "format": "gguf"}}
+        return {
+            "name": model,
+            "model": model,
+            "size": 4_700_000_000,
+            "digest": hashlib.sha256(model.encode()).hexdigest(),
+            "details": {"family": model.split(":")[0], "format": "gguf"},
+        }
 
     async def _show(self, conn: h11.Connection, writer: asyncio.StreamWriter, body: dict[str, Any]) -> bool:
         model = body.get("model") or body.get("name") or ""
         if model not in self.models:
             return await self._send_json(conn, writer, 404, {"error": f"model '{model}' not found"})
         capabilities = ["completion"] + (["thinking"] if model in self.thinking_models else [])
-        return await self._send_json(conn, writer, 200, {
-            "modelfile": f"FROM {model}\n", "parameters": "", "template": "{{ .Prompt }}",
-            "details": {"family": "qwen2", "parameter_size": "7.6B", "quantization_level": "Q4_K_M"},
-            "model_info": {"general.architecture": "qwen2", "qwen2.context_length": self.models[model]},
-            "capabilities": capabilities,
-        })
+        return await self._send_json(
+            conn,
+            writer,
+            200,
+            {
+                "modelfile": f"FROM {model}\n",
+                "parameters": "",
+                "template": "{{ .Prompt }}",
+                "details": {"family": "qwen2", "parameter_size": "7.6B", "quantization_level": "Q4_K_M"},
+                "model_info": {"general.architecture": "qwen2", "qwen2.context_length": self.models[model]},
+                "capabilities": capabilities,
+            },
+        )
 
     # ------------------------------------------------------------------------------------ chat
 
     def _count(self, text: str) -> int:
         return int(len(self._encoding.encode_ordinary(text)) * self.token_factor)
 
-    async def _chat(self, conn: h11.Connection, writer: asyncio.StreamWriter, body: dict[str, Any],
-                    record: RecordedRequest) -> bool:
+    async def _chat(
+        self,
+        conn: h11.Connection,
+        writer: asyncio.StreamWriter,
+        body: dict[str, Any],
+        record: RecordedRequest,
+    ) -> bool:
         model = body.get("model", "")
         if model not in self.models:
             record.status = 404
@@ -259,7 +282,10 @@ class StandinOllama:
         if fault == "503" or (self.active >= self.num_parallel and self.waiting >= self.max_queue):
             record.status = 503
             return await self._send_json(
-                conn, writer, 503, {"error": "server busy, please try again.  maximum pending requests exceeded"},
+                conn,
+                writer,
+                503,
+                {"error": "server busy, please try again.  maximum pending requests exceeded"},
                 [("retry-after", str(self.retry_after_s))],
             )
         self.waiting += 1
@@ -276,8 +302,14 @@ class StandinOllama:
             self._slots.release()
             record.finished = time.monotonic()
 
-    async def _generate(self, conn: h11.Connection, writer: asyncio.StreamWriter, body: dict[str, Any],
-                        record: RecordedRequest, fault: str) -> bool:
+    async def _generate(
+        self,
+        conn: h11.Connection,
+        writer: asyncio.StreamWriter,
+        body: dict[str, Any],
+        record: RecordedRequest,
+        fault: str,
+    ) -> bool:
         assert self._stopping is not None
         started = time.monotonic()
         model = body["model"]
@@ -309,17 +341,29 @@ class StandinOllama:
         await asyncio.sleep(load_s)
         if fault == "stall":
             record.status = 200
-            await self._send(conn, writer, h11.Response(status_code=200, headers=[
-                ("content-type", "application/x-ndjson"), ("transfer-encoding", "chunked")]))
+            await self._send(
+                conn,
+                writer,
+                h11.Response(
+                    status_code=200,
+                    headers=[("content-type", "application/x-ndjson"), ("transfer-encoding", "chunked")],
+                ),
+            )
             await self._stopping.wait()
             return False
         stream = body.get("stream", True)
         created = datetime.now(UTC).isoformat()
         final = {
-            "model": model, "created_at": created, "done": True, "done_reason": done_reason,
-            "total_duration": 0, "load_duration": int(load_s * 1e9),
-            "prompt_eval_count": prompt_tokens, "prompt_eval_duration": int(prompt_s * 1e9),
-            "eval_count": eval_count, "eval_duration": int(eval_s * 1e9),
+            "model": model,
+            "created_at": created,
+            "done": True,
+            "done_reason": done_reason,
+            "total_duration": 0,
+            "load_duration": int(load_s * 1e9),
+            "prompt_eval_count": prompt_tokens,
+            "prompt_eval_duration": int(prompt_s * 1e9),
+            "eval_count": eval_count,
+            "eval_duration": int(eval_s * 1e9),
         }
         record.status = 200
         if not stream:
@@ -329,8 +373,14 @@ class StandinOllama:
             if thinking:
                 message["thinking"] = thinking
             return await self._send_json(conn, writer, 200, {**final, "message": message})
-        await self._send(conn, writer, h11.Response(status_code=200, headers=[
-            ("content-type", "application/x-ndjson"), ("transfer-encoding", "chunked")]))
+        await self._send(
+            conn,
+            writer,
+            h11.Response(
+                status_code=200,
+                headers=[("content-type", "application/x-ndjson"), ("transfer-encoding", "chunked")],
+            ),
+        )
         await asyncio.sleep(prompt_s)
         pieces = _pieces(reply, 8)
 
@@ -338,17 +388,38 @@ class StandinOllama:
             return h11.Data(data=(json.dumps(obj) + "\n").encode())
 
         if thinking:
-            await self._send(conn, writer, line({"model": model, "created_at": created, "done": False,
-                                                 "message": {"role": "assistant", "content": "",
-                                                             "thinking": thinking}}))
+            await self._send(
+                conn,
+                writer,
+                line(
+                    {
+                        "model": model,
+                        "created_at": created,
+                        "done": False,
+                        "message": {"role": "assistant", "content": "", "thinking": thinking},
+                    }
+                ),
+            )
         for k, piece in enumerate(pieces):
             if fault == "error_line" and k == len(pieces) // 2:
-                await self._send(conn, writer, line({"error": "an error was encountered while running the model"}))
+                await self._send(
+                    conn, writer, line({"error": "an error was encountered while running the model"})
+                )
                 await self._send(conn, writer, h11.EndOfMessage())
                 return True
             await asyncio.sleep(eval_s / max(1, len(pieces)))
-            await self._send(conn, writer, line({"model": model, "created_at": created, "done": False,
-                                                 "message": {"role": "assistant", "content": piece}}))
+            await self._send(
+                conn,
+                writer,
+                line(
+                    {
+                        "model": model,
+                        "created_at": created,
+                        "done": False,
+                        "message": {"role": "assistant", "content": piece},
+                    }
+                ),
+            )
         final["total_duration"] = int((time.monotonic() - started) * 1e9)
         await self._send(conn, writer, line({**final, "message": {"role": "assistant", "content": ""}}))
         await self._send(conn, writer, h11.EndOfMessage())
