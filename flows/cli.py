@@ -68,6 +68,9 @@ def cli() -> None:
     type=click.Choice(["auto", "concatenate", "sequential", "hierarchical"]),
     help="How answers are combined",
 )
+@click.option(
+    "--attempts", "max_attempts", type=click.IntRange(1, 10), help="Tries per call (transient faults)"
+)
 @click.option("--think/--no-think", default=None, help="Reasoning on/off for thinking models")
 @click.option("--instructions", help="Instructions every section must see (default: the prompt's preamble)")
 @click.option("--allow-partial", is_flag=True, help="Return an answer that marks failed sections")

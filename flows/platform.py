@@ -50,9 +50,13 @@ def server_is_up(port: int) -> bool:
         return False
 
 
-def start_server(port: int, env: dict[str, str], timeout_s: float = 180) -> subprocess.Popen[bytes]:
-    STATE_DIR.mkdir(exist_ok=True)
-    log = open(STATE_DIR / "server.log", "ab")  # noqa: SIM115 - lives as long as the server
+def start_server(
+    port: int, env: dict[str, str], timeout_s: float = 180, log_path: Path | None = None
+) -> subprocess.Popen[bytes]:
+    """`prefect server start` in its own process group; returns once /api/health answers."""
+    log_path = log_path or STATE_DIR / "server.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    log = open(log_path, "ab")  # noqa: SIM115 - lives as long as the server
     process = subprocess.Popen(
         [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
         env=env,

@@ -78,7 +78,7 @@ document = st.tuples(st.lists(st.tuples(block, separator), min_size=1, max_size=
 
 
 def assert_fences_balanced(chunk: Chunk, openings: set[str]) -> None:
-    """Every fence opened in the chunk's text is closed in it, and every opening line is one from the input."""
+    """Every fence opened in a chunk is closed in it, and every opening line is one from the input."""
     open_fence: str | None = None
     for line in chunk.text.splitlines():
         m = FENCE.match(line)

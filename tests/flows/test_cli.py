@@ -1,0 +1,113 @@
+"""The `gpuflows` command: answers on stdout, progress on stderr, one-line errors with exit codes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from flows.cli import cli
+from tests.builders import marked_document
+from tests.conftest import MODEL
+from tests.standins.ollama import StandinOllama
+
+
+@pytest.fixture
+def runner() -> CliRunner:
+    return CliRunner()
+
+
+def test_decompose_a_file_prints_the_answer_and_progress(
+    runner: CliRunner, ollama: StandinOllama, tmp_path: Path
+) -> None:
+    prompt = tmp_path / "prompt.md"
+    prompt.write_text(marked_document(20), encoding="utf-8")
+    result = runner.invoke(
+        cli,
+        [
+            "decompose",
+            f"@{prompt}",
+            "--local",
+            "--host",
+            ollama.url,
+            "--model",
+            MODEL,
+            "--parallel",
+            "2",
+            "--aggregation-strategy",
+            "hierarchical",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert "MARK-20" in result.stdout and "part(s)" not in result.stdout
+    assert "prompt of" in result.stderr and "section 1 done" in result.stderr
+    assert "hierarchical" in result.stderr or "decompose" in result.stderr
+
+
+def test_decompose_json_carries_the_records(runner: CliRunner, ollama: StandinOllama) -> None:
+    result = runner.invoke(
+        cli,
+        [
+            "decompose",
+            "Tell me about GPUs. MARK-3",
+            "--local",
+            "--host",
+            ollama.url,
+            "--model",
+            MODEL,
+            "--json",
+            "--no-think",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["mode"] == "single" and "MARK-3" in data["final_response"]
+    assert data["subtasks"][0]["attempts"] == 1
+    assert ollama.chat_requests()[0].body["think"] is False
+
+
+def test_decompose_reads_standard_input(runner: CliRunner, ollama: StandinOllama) -> None:
+    result = runner.invoke(
+        cli, ["decompose", "-", "--local", "--host", ollama.url, "--model", MODEL], input="From stdin. MARK-9"
+    )
+    assert result.exit_code == 0 and "MARK-9" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("setup", "message"),
+    [
+        (lambda p: None, "prompt file {p} does not exist"),
+        (
+            lambda p: p.write_bytes(b"caf\xe9\nok"),
+            "prompt file {p} is not UTF-8: byte 0xe9 at offset 3 (line 1)",
+        ),
+        (lambda p: p.write_text("  \n"), "the prompt is empty"),
+        (lambda p: p.mkdir(), "prompt file {p} is a directory"),
+    ],
+)
+def test_bad_prompt_files_exit_1_with_one_line(
+    runner: CliRunner, tmp_path: Path, setup, message: str
+) -> None:
+    path = tmp_path / "prompt.txt"
+    setup(path)
+    result = runner.invoke(cli, ["decompose", f"@{path}", "--local", "--host", "http://127.0.0.1:9"])
+    assert result.exit_code == 1
+    assert result.stderr.startswith("error: " + message.format(p=path))
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_unreachable_ollama_names_the_host(runner: CliRunner, unused_port: int) -> None:
+    result = runner.invoke(
+        cli, ["decompose", "hi", "--local", "--host", f"http://127.0.0.1:{unused_port}", "--attempts", "1"]
+    )
+    assert result.exit_code == 1
+    assert f"ollama at http://127.0.0.1:{unused_port} is unreachable" in result.stderr
+
+
+def test_a_bad_option_is_a_usage_error(runner: CliRunner) -> None:
+    result = runner.invoke(cli, ["decompose", "hi", "--parallel", "0"])
+    assert result.exit_code == 2
+    result = runner.invoke(cli, ["decompose", "hi", "--aggregation-strategy", "random"])
+    assert result.exit_code == 2

@@ -1,0 +1,102 @@
+"""`make up`'s steps on a real Prefect server: pools, blocks, limits, prefect.yaml, a run via the API."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+from prefect.client.orchestration import get_client
+from prefect.deployments import run_deployment
+
+from blocks.ollama import OllamaServer
+from flows.platform import PROJECT_DIR, deploy, ollama_host_from_env, platform_env, set_up
+from tests.builders import marked_document
+from tests.conftest import MODEL
+from tests.standins.ollama import StandinOllama
+
+
+@pytest.fixture(scope="module")
+def env(prefect_server: str) -> dict[str, str]:
+    port = int(prefect_server.rsplit(":", 1)[1].split("/")[0])
+    env = platform_env(port)
+    env["PREFECT_API_URL"] = prefect_server
+    env["PREFECT_HOME"] = os.environ["PREFECT_HOME"]
+    env.pop("PREFECT_API_DATABASE_CONNECTION_URL", None)
+    return env
+
+
+@pytest.fixture(scope="module")
+def deployed(env: dict[str, str]) -> dict[str, str]:
+    set_up(env)
+    deploy(env)
+    return env
+
+
+def test_set_up_is_idempotent_and_keeps_operator_edits(env: dict[str, str]) -> None:
+    first = set_up(env)
+    OllamaServer(host="http://gpu-box:11434", num_parallel=5).save("default", overwrite=True)
+    second = set_up(env)
+    assert [line.split(" (")[0] for line in first][:2] == ["work pool local", "work pool rtx5090"]
+    assert "block gpuflows-ollama-server/default (http://gpu-box:11434)" in second
+    with get_client(sync_client=True) as client:
+        local, gpu = client.read_work_pool("local"), client.read_work_pool("rtx5090")
+    assert local.type == "process"
+    assert gpu.type == "kubernetes"
+    committed = json.loads((PROJECT_DIR / "k8s" / "work-pools" / "rtx5090.json").read_text())
+    assert gpu.base_job_template == committed
+
+
+def test_ollama_host_is_read_as_ollama_reads_it() -> None:
+    assert ollama_host_from_env({"OLLAMA_HOST": "0.0.0.0:11434"}) == "http://127.0.0.1:11434"
+    assert ollama_host_from_env({"OLLAMA_HOST": "https://gpu-box"}) == "https://gpu-box"
+    assert ollama_host_from_env({}) == "http://127.0.0.1:11434"
+
+
+def test_prefect_yaml_declares_every_flow_with_a_checked_schema() -> None:
+    spec = yaml.safe_load((PROJECT_DIR / "prefect.yaml").read_text())
+    for deployment in spec["deployments"]:
+        path, name = deployment["entrypoint"].split(":")
+        assert (PROJECT_DIR / path).exists() and f"def {name}(" in (PROJECT_DIR / path).read_text()
+        assert deployment["enforce_parameter_schema"] is True
+        assert deployment["description"] and deployment["tags"]
+        assert "{{ $GPUFLOWS_" in deployment["work_pool"]["name"]  # pools come from the environment
+
+
+def test_deployment_runs_from_the_api_on_the_process_worker(deployed: dict[str, str], tmp_path: Path) -> None:
+    with StandinOllama(models={MODEL: 32768}) as ollama:
+        parameters = {
+            "prompt": marked_document(20),
+            "config": {"ollama_host": ollama.url, "ollama_model": MODEL},
+            "server": None,
+        }
+        flow_run = run_deployment("decompose/on-demand", parameters=parameters, timeout=0)
+        # One polling cycle: the worker picks the run up, runs it in a subprocess and waits for it.
+        worker = subprocess.run(
+            [sys.executable, "-m", "prefect", "worker", "start", "--pool", "local", "--run-once"],
+            cwd=tmp_path,
+            env=deployed,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        with get_client(sync_client=True) as client:
+            finished = client.read_flow_run(flow_run.id)
+        assert finished.state is not None and finished.state.is_completed(), worker.stdout[-3000:]
+        assert len(ollama.chat_requests()) >= 2
+
+
+def test_a_bad_parameter_is_rejected_before_any_work(deployed: dict[str, str], prefect_server: str) -> None:
+    with get_client(sync_client=True) as client:
+        deployment = client.read_deployment_by_name("decompose/on-demand")
+    response = httpx.post(
+        f"{prefect_server}/deployments/{deployment.id}/create_flow_run",
+        json={"parameters": {"prompt": "hi", "config": {"max_parallel_tasks": 0}}},
+    )
+    assert response.status_code == 409
+    assert "config.max_parallel_tasks" in response.text and "less than the minimum of 1" in response.text
