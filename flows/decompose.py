@@ -1,20 +1,22 @@
 """Flow `decompose`: answer a prompt too large for one call with a local Ollama server.
 
 analyze → decide (one call, or sections) → answer sections concurrently → synthesise → artifact.
-Sections run as Prefect task runs, at most `max_parallel_tasks` at once within a run, and each holds a
-slot of the host's global concurrency limit, so simultaneous runs never send one Ollama more than its
-OLLAMA_NUM_PARALLEL.
+Sections run as Prefect task runs, at most `max_parallel_tasks` at once within a run, and each batch
+holds that many slots of the host's global concurrency limit, so simultaneous runs never send one Ollama
+more than its OLLAMA_NUM_PARALLEL.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from uuid import UUID
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_progress_artifact, update_progress_artifact
 from prefect.cache_policies import NO_CACHE
+from prefect.concurrency.sync import concurrency
 from prefect.futures import as_completed
 from prefect.task_runners import ThreadPoolTaskRunner
 
@@ -43,7 +45,15 @@ from tasks.tokens import TokenCounter
 DEFAULT_NUM_PARALLEL = 3  # matches the Ollama Deployment's OLLAMA_NUM_PARALLEL in k8s/
 
 
-def resolve_server(config: AgentConfig, server: str | None) -> tuple[AgentConfig, str]:
+@dataclass(frozen=True, slots=True)
+class HostLimit:
+    """The global concurrency limit shared by every run that calls one Ollama host."""
+
+    name: str
+    slots: int
+
+
+def resolve_server(config: AgentConfig, server: str | None) -> tuple[AgentConfig, HostLimit]:
     """Fill the host and model from the named OllamaServer block; create the host's global limit."""
     block: OllamaServer | None = None
     if server:
@@ -58,27 +68,24 @@ def resolve_server(config: AgentConfig, server: str | None) -> tuple[AgentConfig
     if block is not None:
         config = config.with_server(block.host, block.model)
     config = config.with_server(DEFAULT_HOST, DEFAULT_MODEL)
-    same_host = block is not None and host_limit_name(block.host) == host_limit_name(config.host)
-    limit_name = host_limit_name(config.host)
-    ensure_limit(limit_name, block.num_parallel if same_host and block else DEFAULT_NUM_PARALLEL)
-    return config, limit_name
+    name = host_limit_name(config.host)
+    same_host = block is not None and host_limit_name(block.host) == name
+    slots = ensure_limit(name, block.num_parallel if same_host and block else DEFAULT_NUM_PARALLEL)
+    return config, HostLimit(name, slots)
 
 
 resolve_server_task = task(resolve_server, name="resolve-server", cache_policy=NO_CACHE)
 
 
 def run_parts(
-    parts: Sequence[Part], config: AgentConfig, plan: Plan, limit_name: str, progress: UUID | None
+    parts: Sequence[Part], config: AgentConfig, plan: Plan, width: int, progress: UUID | None
 ) -> list[SubTaskRecord]:
-    """Map parts to task runs, `max_parallel_tasks` at a time; a failed run becomes a failed record."""
+    """Run parts as task runs, `width` at a time; a failed run becomes a failed record naming its section."""
     answer = answer_part_task_for(config)
     records: dict[int, SubTaskRecord] = {}
-    with ThreadPoolTaskRunner(max_workers=config.max_parallel_tasks) as runner:
+    with ThreadPoolTaskRunner(max_workers=width) as runner:
         futures = [
-            runner.submit(
-                answer, {"part": p, "config": config, "options": plan.options, "limit_name": limit_name}
-            )
-            for p in parts
+            runner.submit(answer, {"part": p, "config": config, "options": plan.options}) for p in parts
         ]
         index = {id(f): k for k, f in enumerate(futures)}
         for future in as_completed(futures):
@@ -111,7 +118,7 @@ def decompose(
     """
     logger = get_run_logger()
     started = time.monotonic()
-    config, limit_name = resolve_server_task(config, server)
+    config, host = resolve_server_task(config, server)
     counter = TokenCounter(enabled=config.enable_token_count_cache)
     model = inspect_model_task(config)
     plan = plan_prompt_task(prompt, config, model, counter, instructions)
@@ -125,24 +132,26 @@ def decompose(
         display_host(config.host),
     )
     progress = create_progress_artifact(0.0, description="Sections answered")
-    if plan.mode == "single":
-        [record] = run_parts(
-            [Part.of_subtask(plan.subtasks[0], "single")], config, plan, limit_name, progress
-        )
-        if record.status == "failed":
-            raise SubTaskFailedError(f"the prompt (one call) failed: {record.error}")
-        result = build_result(plan, record.content, [record], [], [], started)
-    else:
-        parts = [Part.of_subtask(s, "section") for s in plan.subtasks]
-        sections = run_parts(parts, config, plan, limit_name, progress)
-        answers, missing = section_answers(plan, sections, config.allow_partial)
-        aggregator = new_aggregator(plan, answers, config, counter)
-        synthesis: list[SubTaskRecord] = []
-        while batch := aggregator.next_batch():
-            done = run_parts([Part.of_synthesis(r) for r in batch], config, plan, limit_name, None)
-            synthesis.extend(done)
-            aggregator.feed(synthesis_answers(done))
-        result = build_result(plan, aggregator.final, sections, synthesis, missing, started)
+    width = min(config.max_parallel_tasks, len(plan.subtasks), host.slots)
+    # One lease of `width` of the host's slots for the whole run (strict: a missing limit fails the run).
+    # Never more than the host's limit in flight across runs, without an acquire and release per call.
+    with concurrency(host.name, occupy=width, strict=True):
+        if plan.mode == "single":
+            [record] = run_parts([Part.of_subtask(plan.subtasks[0], "single")], config, plan, width, progress)
+            if record.status == "failed":
+                raise SubTaskFailedError(f"the prompt (one call) failed: {record.error}")
+            result = build_result(plan, record.content, [record], [], [], started)
+        else:
+            parts = [Part.of_subtask(s, "section") for s in plan.subtasks]
+            sections = run_parts(parts, config, plan, width, progress)
+            answers, missing = section_answers(plan, sections, config.allow_partial)
+            aggregator = new_aggregator(plan, answers, config, counter)
+            synthesis: list[SubTaskRecord] = []
+            while batch := aggregator.next_batch():
+                done = run_parts([Part.of_synthesis(r) for r in batch], config, plan, width, None)
+                synthesis.extend(done)
+                aggregator.feed(synthesis_answers(done))
+            result = build_result(plan, aggregator.final, sections, synthesis, missing, started)
     create_markdown_artifact(
         key="decompose-answer",
         markdown=decomposition_markdown(result, config.model, display_host(config.host)),

@@ -16,7 +16,6 @@ from typing import Any, Literal
 
 from prefect import Task, task
 from prefect.cache_policies import NO_CACHE, CacheKeyFnPolicy
-from prefect.concurrency.sync import concurrency
 from prefect.utilities.hashing import hash_objects
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -485,10 +484,8 @@ class OllamaDecompositionAgent:
 # --------------------------------------------------------------------------------------- Prefect tasks
 
 
-def answer_part(
-    part: Part, config: AgentConfig, options: ChatOptions, limit_name: str | None
-) -> SubTaskRecord:
-    """One call from a Prefect task run, holding a slot of the host's global limit while it runs."""
+def answer_part(part: Part, config: AgentConfig, options: ChatOptions) -> SubTaskRecord:
+    """One call from a Prefect task run (the flow holds the host's concurrency slots around the batch)."""
 
     async def call() -> SubTaskRecord:
         async with OllamaClient(
@@ -496,12 +493,7 @@ def answer_part(
         ) as client:
             return await ask(client, config, options, part)
 
-    if limit_name is None:
-        return asyncio.run(call())
-    with concurrency(
-        limit_name, occupy=1, strict=True
-    ):  # strict: a missing limit must fail, not run unlimited
-        return asyncio.run(call())
+    return asyncio.run(call())
 
 
 def result_cache_key(context: object, parameters: dict[str, Any]) -> str:
