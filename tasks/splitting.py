@@ -498,20 +498,51 @@ def _split_once(body: str, budget: int, overlap: int, min_fill: float, counter: 
         atom.tokens = tokens
     spans = _pack(atoms, budget, overlap, min_fill, counter)
     pieces: list[tuple[str, str, str, str, str]] = []
+    known: list[int | None] = []
+    memo: dict[str, int] = {}
     for i, j, overlap_text in spans:
+        prefix, suffix = _prefix_for(atoms[i]), _suffix_for(atoms[j - 1])
         own = "".join(a.text for a in atoms[i:j])
-        pieces.append((atoms[i].section, _prefix_for(atoms[i]), overlap_text, own, _suffix_for(atoms[j - 1])))
-    exact = counter.count_many([f"{p}{o}{own}{s}" for _, p, o, own, s in pieces])
+        pieces.append((atoms[i].section, prefix, overlap_text, own, suffix))
+        known.append(_additive_count(prefix, overlap_text, atoms[i:j], suffix, counter, memo))
+    # Chunks whose count is not known exactly from their parts are counted whole, on both cores.
+    unknown = [k for k, n in enumerate(known) if n is None]
+    for k, n in zip(unknown, counter.count_many(["".join(pieces[k][1:]) for k in unknown]), strict=True):
+        known[k] = n
     chunks: list[Chunk] = []
     offset = 0
     for index, ((section, prefix, overlap_text, own, suffix), tokens) in enumerate(
-        zip(pieces, exact, strict=True)
+        zip(pieces, known, strict=True)
     ):
+        assert tokens is not None
         chunks.append(
             Chunk(index, section, offset, offset + len(own), prefix, overlap_text, own, suffix, tokens)
         )
         offset += len(own)
     return chunks
+
+
+def _clean_junction(left: str, right: str) -> bool:
+    """cl100k's pre-tokenizer splits `left + right` exactly as it splits each when left ends a line and right
+    starts with a non-space character, so their token counts add up exactly."""
+    return not left or not right or (left[-1] == "\n" and not right[0].isspace())
+
+
+def _additive_count(
+    prefix: str, overlap: str, atoms: Sequence[Atom], suffix: str, counter: TokenCounter, memo: dict[str, int]
+) -> int | None:
+    """The chunk's exact token count from its parts' counts, or None where a junction is not clean."""
+    parts = [p for p in (prefix, overlap) if p]
+    texts = [*parts, *(a.text for a in atoms), *([suffix] if suffix else [])]
+    if not all(_clean_junction(a, b) for a, b in zip(texts, texts[1:], strict=False)):
+        return None
+    total = sum(a.tokens for a in atoms)
+    for text in (*parts, suffix):
+        if text:
+            if text not in memo:
+                memo[text] = counter.count(text)
+            total += memo[text]
+    return total
 
 
 def extract_shared_context(prompt: str, max_tokens: int, counter: TokenCounter) -> tuple[str, str]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import pytest
@@ -12,10 +11,9 @@ from hypothesis import strategies as st
 from tasks.errors import PlanningError
 from tasks.splitting import Chunk, SplitOptions, extract_shared_context, split_document
 from tasks.tokens import TokenCounter
+from tests.structure import ends_inside_fence, fence_openings, fence_problem, table_problem, table_rows
 
 CORPUS = Path(__file__).parents[1] / "data" / "corpus"
-FENCE = re.compile(r"^[ \t]*(`{3,}|~{3,})(.*)$")
-DELIMITER_ROW = re.compile(r"\|?\s*:?-+:?\s*(?:\|\s*:?-+:?\s*)*\|?\s*")
 
 # ------------------------------------------------------------------------------------------ generators
 
@@ -77,59 +75,17 @@ document = st.tuples(st.lists(st.tuples(block, separator), min_size=1, max_size=
 # ------------------------------------------------------------------------------------------ checkers
 
 
-def assert_fences_balanced(chunk: Chunk, openings: set[str]) -> None:
-    """Every fence opened in a chunk is closed in it, and every opening line is one from the input."""
-    open_fence: str | None = None
-    for line in chunk.text.splitlines():
-        m = FENCE.match(line)
-        if not m:
-            continue
-        if open_fence is None:
-            assert line.strip() in openings, (
-                f"chunk {chunk.index} opens a fence the input never had: {line!r}"
-            )
-            open_fence = m.group(1)
-        elif m.group(1)[0] == open_fence[0] and len(m.group(1)) >= len(open_fence) and not m.group(2).strip():
-            open_fence = None
-    assert open_fence is None, f"chunk {chunk.index} leaves a fence open"
-
-
-def table_rows(body: str) -> set[str]:
-    """The body rows of the input's tables: lines after a header and delimiter row, up to a blank line."""
-    rows: set[str] = set()
-    lines = body.splitlines()
-    for k in range(1, len(lines)):
-        if "|" in lines[k - 1] and DELIMITER_ROW.fullmatch(lines[k]) and "|" in lines[k]:
-            j = k + 1
-            while j < len(lines) and lines[j].strip():
-                rows.add(lines[j])
-                j += 1
-    return rows
-
-
-def assert_tables_have_headers(chunk: Chunk, rows: set[str]) -> None:
-    """Every table row in a chunk sits below a repeated header: a delimiter row with no blank line between."""
-    in_table = False
-    for line in chunk.text.splitlines():
-        if not line.strip():
-            in_table = False
-        elif DELIMITER_ROW.fullmatch(line) and "|" in line:
-            in_table = True
-        elif line in rows and line.startswith("|"):
-            assert in_table, f"chunk {chunk.index}: a table row without its header: {line!r}"
-
-
 def check_guarantees(body: str, chunks: list[Chunk], options: SplitOptions, counter: TokenCounter) -> None:
     assert "".join(c.own_text for c in chunks) == body, "the chunks minus overlaps must reassemble the input"
     assert [c.start for c in chunks] == [sum(len(p.own_text) for p in chunks[:k]) for k in range(len(chunks))]
-    openings = {m.group(0).strip() for m in re.finditer(r"(?m)^[ \t]*(?:`{3,}|~{3,}).*$", body)}
-    rows = table_rows(body)
+    openings, rows, open_end = fence_openings(body), table_rows(body), ends_inside_fence(body)
     for k, chunk in enumerate(chunks):
         assert chunk.tokens == counter.count(chunk.text)
         assert chunk.tokens <= options.chunk_tokens, f"chunk {k} has {chunk.tokens} > {options.chunk_tokens}"
         assert chunk.own_text, "no empty chunks"
-        assert_fences_balanced(chunk, openings)
-        assert_tables_have_headers(chunk, rows)
+        problem = fence_problem(chunk.text, openings, may_end_open=open_end and k == len(chunks) - 1)
+        assert problem is None, f"chunk {k}: {problem}"
+        assert table_problem(chunk.text, rows) is None, f"chunk {k}: {table_problem(chunk.text, rows)}"
         if chunk.overlap_text:
             previous = "".join(c.own_text for c in chunks[:k])
             assert previous.endswith(chunk.overlap_text), "the overlap repeats the end of what came before"
@@ -232,6 +188,13 @@ def test_a_long_preamble_is_content_not_instructions(counter: TokenCounter) -> N
 def test_a_budget_too_small_is_a_clear_error(counter: TokenCounter) -> None:
     with pytest.raises(PlanningError, match="too small"):
         split_document("text", SplitOptions(chunk_tokens=8), counter)
+
+
+def test_an_input_that_ends_inside_a_fence_is_kept_as_it_is(counter: TokenCounter) -> None:
+    body = "Text.\n\n```\n" + "".join(f"line {i}\n" for i in range(300))  # never closed
+    chunks = split_document(body, SplitOptions(chunk_tokens=300, overlap_tokens=0), counter)
+    check_guarantees(body, chunks, SplitOptions(chunk_tokens=300, overlap_tokens=0), counter)
+    assert all(c.text.count("```") == 2 for c in chunks[1:-1])  # reopened and closed in between
 
 
 def test_empty_body_gives_no_chunks(counter: TokenCounter) -> None:

@@ -1,0 +1,1 @@
+"""Benchmarks, one per performance target; `python -m benchmarks` (or `make bench`) runs them all."""
