@@ -15,9 +15,15 @@ os.environ["PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW"] = "ignore"
 from collections.abc import Iterator  # noqa: E402
 
 import pytest  # noqa: E402
+from hypothesis import settings  # noqa: E402
 
 from tasks.tokens import TokenCounter  # noqa: E402
 from tests.standins.ollama import StandinOllama  # noqa: E402
+
+# CI replays a fixed set of examples (a red CI must mean a change broke something); local runs explore.
+settings.register_profile("ci", derandomize=True, database=None)
+if os.environ.get("CI"):
+    settings.load_profile("ci")
 
 MODEL = "qwen2.5:7b-instruct"
 THINKING_MODEL = "qwen3:8b"

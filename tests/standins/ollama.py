@@ -387,19 +387,12 @@ class StandinOllama:
         def line(obj: dict[str, Any]) -> h11.Data:
             return h11.Data(data=(json.dumps(obj) + "\n").encode())
 
+        def partial(**message: str) -> h11.Data:
+            body = {"role": "assistant", "content": "", **message}
+            return line({"model": model, "created_at": created, "done": False, "message": body})
+
         if thinking:
-            await self._send(
-                conn,
-                writer,
-                line(
-                    {
-                        "model": model,
-                        "created_at": created,
-                        "done": False,
-                        "message": {"role": "assistant", "content": "", "thinking": thinking},
-                    }
-                ),
-            )
+            await self._send(conn, writer, partial(thinking=thinking))
         for k, piece in enumerate(pieces):
             if fault == "error_line" and k == len(pieces) // 2:
                 await self._send(
@@ -408,18 +401,7 @@ class StandinOllama:
                 await self._send(conn, writer, h11.EndOfMessage())
                 return True
             await asyncio.sleep(eval_s / max(1, len(pieces)))
-            await self._send(
-                conn,
-                writer,
-                line(
-                    {
-                        "model": model,
-                        "created_at": created,
-                        "done": False,
-                        "message": {"role": "assistant", "content": piece},
-                    }
-                ),
-            )
+            await self._send(conn, writer, partial(content=piece))
         final["total_duration"] = int((time.monotonic() - started) * 1e9)
         await self._send(conn, writer, line({**final, "message": {"role": "assistant", "content": ""}}))
         await self._send(conn, writer, h11.EndOfMessage())
