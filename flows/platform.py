@@ -140,7 +140,14 @@ def deploy(env: dict[str, str]) -> None:
         raise GpuflowsError(f"`prefect deploy --all` failed:\n{tail}")
 
 
+def _stop(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt  # SIGTERM (systemd, a closed terminal) cleans up exactly like Ctrl-C
+
+
 def run_platform(port: int = 4200, start_worker: bool = True) -> None:
+    # Installed explicitly: a process started in the background may inherit SIGINT as ignored.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, _stop)
     env = platform_env(port)
     os.environ.update(
         {k: env[k] for k in ("PREFECT_HOME", "PREFECT_API_URL", "PREFECT_SERVER_ANALYTICS_ENABLED")}
