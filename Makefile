@@ -12,7 +12,7 @@ $(BIN)/python:
 
 # Re-installs only when the dependencies change.
 $(STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -e '.[train,dev]'
 	touch $(STAMP)
 
 ## Install and start the platform: Prefect server (SQLite), pools, blocks, deployments, a worker.

@@ -51,3 +51,13 @@ def unused_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def tiny_qwen(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201 - a Path
+    """Built once per session: models/tiny-qwen under a temporary models volume."""
+    from tests.tiny_qwen import build_tiny_qwen
+
+    models = tmp_path_factory.mktemp("models")
+    build_tiny_qwen(models / "tiny-qwen")
+    return models
