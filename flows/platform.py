@@ -4,8 +4,9 @@
    reused if one already answers on the port;
 2. work pools: `local` (process) and `rtx5090` (Kubernetes, from k8s/work-pools/rtx5090.json);
 3. blocks and the global concurrency limits the flows rely on;
-4. every deployment in prefect.yaml (`prefect deploy --all`);
-5. a process worker for `local`; Ctrl-C stops what this command started.
+4. demo training volumes (a tiny Qwen2 and a chat dataset) for the local `train` deployment;
+5. every deployment in prefect.yaml (`prefect deploy --all`);
+6. a process worker for `local`; Ctrl-C stops what this command started.
 """
 
 from __future__ import annotations
@@ -119,6 +120,10 @@ def set_up(env: dict[str, str]) -> list[str]:
     done.append(f"block gpuflows-ollama-server/default ({server.host})")
     ensure_limit(server.limit_name, server.num_parallel)
     done.append(f"concurrency limit {server.limit_name} = {server.num_parallel}")
+    from tasks.demo_volumes import ensure_demo_volumes
+
+    volumes = ensure_demo_volumes(STATE_DIR / "volumes")
+    done.append(f"demo training volumes in {volumes.relative_to(PROJECT_DIR)} (tiny-qwen, demo-chat.jsonl)")
     return done
 
 

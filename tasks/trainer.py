@@ -11,6 +11,7 @@ the newest *complete* checkpoint in the run directory; a half-written one (no ma
 from __future__ import annotations
 
 import json
+import math
 import re
 import resource
 import signal
@@ -147,6 +148,10 @@ class TrainResult:
 
     def as_row(self) -> dict[str, object]:
         return {k: v for k, v in asdict(self).items() if k != "length"}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> TrainResult:
+        return cls(**{**data, "length": LengthStats(**data["length"])})
 
 
 # ------------------------------------------------------------------------------------------------ checkpoints
@@ -334,25 +339,36 @@ def lora_config(config: TrainConfig) -> Any:
     )
 
 
-def train(config: TrainConfig, stop: StopFlag | None = None) -> TrainResult:
-    from trl import SFTTrainer
-
-    started = time.monotonic()
-    stop = stop or StopFlag()
+def check_training_inputs(config: TrainConfig) -> tuple[Any, Dataset, LengthStats]:
+    """Everything that can be checked on CPU before the model loads: paths, every dataset line, lengths."""
     config.check_inputs()
-    config.output_dir.mkdir(parents=True, exist_ok=True)
-    config.log_dir.mkdir(parents=True, exist_ok=True)
-
     tokenizer = load_tokenizer(config.model_path)
-    dataset = read_dataset(
-        config.dataset_paths, config.dataset_format, config.role_map
-    )  # before the model loads
+    dataset = read_dataset(config.dataset_paths, config.dataset_format, config.role_map)
     stats = length_stats(dataset, tokenizer, config.max_length)
     if stats.over_max_length == stats.examples:
         raise InputError(
             f"all {stats.examples} examples are longer than max_length={config.max_length} tokens "
             f"(shortest {stats.min_tokens}, p95 {stats.p95_tokens}); raise max_length"
         )
+    return tokenizer, dataset, stats
+
+
+def planned_steps(config: TrainConfig, examples: int) -> int:
+    if config.max_steps > 0:
+        return config.max_steps
+    per_step = config.per_device_train_batch_size * config.gradient_accumulation_steps
+    epochs = math.ceil(config.num_train_epochs)
+    return max(1, math.ceil(examples * (1 - config.eval_fraction) / per_step) * epochs)
+
+
+def train(config: TrainConfig, stop: StopFlag | None = None) -> TrainResult:
+    from trl import SFTTrainer
+
+    started = time.monotonic()
+    stop = stop or StopFlag()
+    tokenizer, dataset, stats = check_training_inputs(config)  # before the model loads
+    config.output_dir.mkdir(parents=True, exist_ok=True)
+    config.log_dir.mkdir(parents=True, exist_ok=True)
     train_data, eval_data = to_datasets(dataset, config)
 
     model = load_4bit_model(config)

@@ -56,7 +56,7 @@ def unused_port() -> int:
 @pytest.fixture(scope="session")
 def tiny_qwen(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201 - a Path
     """Built once per session: models/tiny-qwen under a temporary models volume."""
-    from tests.tiny_qwen import build_tiny_qwen
+    from tasks.demo_volumes import build_tiny_qwen
 
     models = tmp_path_factory.mktemp("models")
     build_tiny_qwen(models / "tiny-qwen")

@@ -1,4 +1,5 @@
-"""A tiny random Qwen2 with a tokenizer trained here (ChatML template): real weights, no hub download."""
+"""Demo volumes for the embedded default: a tiny random Qwen2 (tokenizer trained here, ChatML template) and a
+small chat dataset, so a newcomer's first training run is real and finishes on CPU. No hub download."""
 
 from __future__ import annotations
 
@@ -52,3 +53,28 @@ def build_tiny_qwen(out: Path, vocab_size: int = 512) -> Path:
     torch.manual_seed(0)
     Qwen2ForCausalLM(config).save_pretrained(out)
     return out
+
+
+DEMO_DATASET = [
+    ("What does the rtx5090 pool run?", "QLoRA fine-tuning jobs on one RTX 5090."),
+    ("Where are checkpoints kept?", "On the checkpoints volume, one folder per run."),
+    ("What happens on preemption?", "The trainer saves a checkpoint and resumes from it on the next start."),
+    ("Which formats can a dataset use?", "OpenAI messages, ShareGPT, alpaca or plain text, as JSONL."),
+]
+
+
+def ensure_demo_volumes(root: Path) -> Path:
+    """models/tiny-qwen and data/demo-chat.jsonl under root (built once); returns root."""
+    import json
+
+    if not (root / "models" / "tiny-qwen" / "config.json").is_file():
+        build_tiny_qwen(root / "models" / "tiny-qwen")
+    data = root / "data" / "demo-chat.jsonl"
+    if not data.is_file():
+        data.parent.mkdir(parents=True, exist_ok=True)
+        lines = [
+            json.dumps({"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}]})
+            for q, a in DEMO_DATASET * 16
+        ]
+        data.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return root

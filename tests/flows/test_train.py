@@ -1,0 +1,65 @@
+"""The `train` flow on a real Prefect server: validation first, a real QLoRA run, the result artifact."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import httpx
+import pytest
+
+from flows.train import train_model
+from tasks.trainer import TrainConfig
+from tasks.training_data import DatasetError
+
+CHAT = {
+    "messages": [
+        {"role": "user", "content": "What is a GPU?"},
+        {"role": "assistant", "content": "A processor for parallel work."},
+    ]
+}
+
+
+def config_for(tmp_path: Path, models: Path, lines: list[str]) -> TrainConfig:
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "chat.jsonl").write_text("\n".join(lines) + "\n")
+    return TrainConfig(
+        run_name="flow-run",
+        base_model="tiny-qwen",
+        datasets=["chat.jsonl"],
+        models_dir=models,
+        data_dir=data,
+        checkpoints_dir=tmp_path / "ckpt",
+        logs_dir=tmp_path / "logs",
+        max_steps=3,
+        max_length=96,
+        per_device_train_batch_size=4,
+        gradient_accumulation_steps=1,
+        logging_steps=1,
+        eval_fraction=0.0,
+        lora_r=8,
+        lora_alpha=16,
+    )
+
+
+def test_the_flow_trains_and_leaves_a_result_table(
+    tmp_path: Path, tiny_qwen: Path, prefect_server: str
+) -> None:
+    result = train_model(config_for(tmp_path, tiny_qwen, [json.dumps(CHAT)] * 16))
+    assert result.status == "completed" and result.steps == 3
+    assert Path(result.adapter_dir, "adapter_model.safetensors").is_file()
+    response = httpx.post(
+        f"{prefect_server}/artifacts/filter",
+        json={"artifacts": {"key": {"any_": ["train-flow-run"]}}, "limit": 1},
+    )
+    [artifact] = response.json()
+    [row] = json.loads(artifact["data"])  # a table artifact's data is the JSON of its rows
+    assert artifact["type"] == "table" and row["steps"] == 3 and row["status"] == "completed"
+
+
+def test_a_bad_dataset_fails_before_training_naming_the_line(tmp_path: Path, tiny_qwen: Path) -> None:
+    config = config_for(tmp_path, tiny_qwen, [json.dumps(CHAT), "{broken"])
+    with pytest.raises(DatasetError, match=r"chat.jsonl:2: invalid JSON"):
+        train_model.with_options(retries=0)(config)
+    assert not (tmp_path / "ckpt" / "flow-run").exists(), "no training started"
