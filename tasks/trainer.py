@@ -225,6 +225,7 @@ def _callbacks(config: TrainConfig, stop: StopFlag) -> list[Any]:
                 "learning_rate": float(logs.get("learning_rate", 0.0)),
                 "tokens_per_second": round(rate, 1),
                 "peak_memory_bytes": peak_memory_bytes(),
+                "num_tokens": tokens,
                 "epoch": float(logs.get("epoch", 0.0)),
                 "time": time.time(),
             }
