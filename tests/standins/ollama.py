@@ -42,6 +42,10 @@ import h11
 import tiktoken
 
 _MARKER = re.compile(r"\bMARK-\d+\b")
+NDJSON_HEADERS = [
+    ("content-type", "application/x-ndjson"),
+    ("transfer-encoding", "chunked"),
+]  # Ollama's stream
 
 
 @dataclass
@@ -341,14 +345,7 @@ class StandinOllama:
         await asyncio.sleep(load_s)
         if fault == "stall":
             record.status = 200
-            await self._send(
-                conn,
-                writer,
-                h11.Response(
-                    status_code=200,
-                    headers=[("content-type", "application/x-ndjson"), ("transfer-encoding", "chunked")],
-                ),
-            )
+            await self._send(conn, writer, h11.Response(status_code=200, headers=NDJSON_HEADERS))
             await self._stopping.wait()
             return False
         stream = body.get("stream", True)
@@ -373,14 +370,7 @@ class StandinOllama:
             if thinking:
                 message["thinking"] = thinking
             return await self._send_json(conn, writer, 200, {**final, "message": message})
-        await self._send(
-            conn,
-            writer,
-            h11.Response(
-                status_code=200,
-                headers=[("content-type", "application/x-ndjson"), ("transfer-encoding", "chunked")],
-            ),
-        )
+        await self._send(conn, writer, h11.Response(status_code=200, headers=NDJSON_HEADERS))
         await asyncio.sleep(prompt_s)
         pieces = _pieces(reply, 8)
 
