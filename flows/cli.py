@@ -139,6 +139,38 @@ def up(port: int, setup_only: bool) -> None:
         _fail(str(exc))
 
 
+@cli.group()
+def usage() -> None:
+    """The GPU usage ledger."""
+
+
+@usage.command("ingest")
+@click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--source", help="Source name for deduplication (default: the file name)")
+@click.option(
+    "--database",
+    envvar="GPUFLOWS_LEDGER_URL",
+    default="sqlite:///.gpuflows/ledger.db",
+    show_default=True,
+    help="SQLAlchemy URL of the ledger (env GPUFLOWS_LEDGER_URL)",
+)
+def usage_ingest(files: tuple[Path, ...], source: str | None, database: str) -> None:
+    """Ingest usage events from JSONL or CSV FILES: duplicates skipped, bad rows quarantined with a reason."""
+    from tasks.ledger import connect, ingest_file
+
+    try:
+        engine = connect(database)
+        for path in files:
+            summary = ingest_file(engine, path, source)
+            reasons = ", ".join(f"{k}: {n}" for k, n in sorted(summary.reasons.items()))
+            click.echo(
+                f"{path}: {summary.rows} rows, {summary.inserted} new, {summary.duplicates} duplicates, "
+                f"{summary.quarantined} quarantined" + (f" ({reasons})" if reasons else "")
+            )
+    except GpuflowsError as exc:
+        _fail(str(exc))
+
+
 @cli.command()
 def deploy() -> None:
     """Register every deployment in prefect.yaml with the configured Prefect server (PREFECT_API_URL)."""

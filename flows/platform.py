@@ -120,6 +120,15 @@ def set_up(env: dict[str, str]) -> list[str]:
     done.append(f"block gpuflows-ollama-server/default ({server.host})")
     ensure_limit(server.limit_name, server.num_parallel)
     done.append(f"concurrency limit {server.limit_name} = {server.num_parallel}")
+    from blocks.ledger import LedgerDatabase
+
+    LedgerDatabase.register_type_and_schema()
+    try:
+        LedgerDatabase.load("default")
+    except ValueError:
+        url = env.get("GPUFLOWS_LEDGER_URL") or f"sqlite:///{STATE_DIR / 'ledger.db'}"
+        LedgerDatabase(url=url).save("default")
+    done.append("block gpuflows-ledger-database/default")
     from tasks.demo_volumes import ensure_demo_volumes
 
     volumes = ensure_demo_volumes(STATE_DIR / "volumes")

@@ -111,3 +111,33 @@ def test_a_bad_option_is_a_usage_error(runner: CliRunner) -> None:
     assert result.exit_code == 2
     result = runner.invoke(cli, ["decompose", "hi", "--aggregation-strategy", "random"])
     assert result.exit_code == 2
+
+
+def test_usage_ingest_reports_new_duplicates_and_quarantined(runner: CliRunner, tmp_path: Path) -> None:
+    good = {
+        "event_id": "e1",
+        "customer": "acme",
+        "project": "llm",
+        "supplier": "homelab",
+        "gpu_type": "rtx4090",
+        "gpu_count": 1,
+        "start": "2026-05-01T10:00:00Z",
+        "end": "2026-05-01T11:00:00Z",
+    }
+    path = tmp_path / "usage.jsonl"
+    path.write_text(
+        json.dumps(good)
+        + "\n"
+        + json.dumps(good)
+        + "\n"
+        + json.dumps(good | {"event_id": "e2", "gpu_type": "tpu"})
+        + "\n"
+    )
+    database = f"sqlite:///{tmp_path}/ledger.db"
+    result = runner.invoke(cli, ["usage", "ingest", str(path), "--database", database])
+    assert result.exit_code == 0, result.output
+    assert result.stdout.strip() == (
+        f"{path}: 3 rows, 1 new, 1 duplicates, 1 quarantined (unknown GPU type: 1)"
+    )
+    missing = runner.invoke(cli, ["usage", "ingest", str(tmp_path / "nope.csv"), "--database", database])
+    assert missing.exit_code == 1 and "cannot be read" in missing.stderr

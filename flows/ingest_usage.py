@@ -1,0 +1,50 @@
+"""Flow `ingest-usage`: load a JSONL or CSV file of GPU usage events into the ledger, as one atomic batch."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_table_artifact
+from prefect.cache_policies import NO_CACHE
+
+from blocks.ledger import LedgerDatabase
+from tasks.ledger import IngestSummary, connect, ingest_file
+
+
+def ingest(path: Path, source: str | None, ledger: str) -> IngestSummary:
+    url = LedgerDatabase.load(ledger).url.get_secret_value()
+    return ingest_file(connect(url), path, source)
+
+
+ingest_task = task(ingest, name="ingest-file", cache_policy=NO_CACHE)
+
+
+@flow(name="ingest-usage", flow_run_name="ingest-{path.name}", validate_parameters=True)
+def ingest_usage(path: Path, source: str | None = None, ledger: str = "default") -> IngestSummary:
+    """Ingest usage events: duplicates (same source + event id) skipped and counted, bad rows quarantined
+    with their reason, the whole batch written atomically.
+
+    Args:
+        path: A .jsonl or .csv file readable by the worker.
+        source: Name used to deduplicate events (default: the file name).
+        ledger: Name of the LedgerDatabase block.
+    """
+    summary = ingest_task(path, source, ledger)
+    get_run_logger().info(
+        "%s: %d rows, %d new, %d duplicates, %d quarantined",
+        path,
+        summary.rows,
+        summary.inserted,
+        summary.duplicates,
+        summary.quarantined,
+    )
+    create_table_artifact(
+        key="usage-ingest",
+        table=[
+            {k: v for k, v in asdict(summary).items() if k != "reasons"} | {"reasons": str(summary.reasons)}
+        ],
+        description=f"batch {summary.batch_id}: {summary.inserted} new, {summary.quarantined} quarantined",
+    )
+    return summary

@@ -1,0 +1,356 @@
+"""The usage ledger: GPU usage events, a quarantine for rows that cannot be billed, and ingest batches.
+
+One code path (SQLAlchemy Core) for a SQLite file (the embedded default) and PostgreSQL (production);
+the schema is created and upgraded by Alembic migrations (tasks/ledger_migrations).
+
+Ingestion of a batch is atomic: its new events, its quarantined rows and its batch record are written in
+one transaction, or none of them is. Duplicates (same source + event id, in the file or already in the
+ledger) are ignored and counted; a row that cannot be billed is quarantined with its reason, never dropped.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Collection, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
+
+from tasks.errors import InputError
+
+MIGRATIONS = Path(__file__).with_name("ledger_migrations")
+DEFAULT_GPU_TYPES = frozenset({"rtx4090", "rtx5090", "a100", "h100", "l40s", "a10", "t4", "v100", "p100"})
+REQUIRED = ("event_id", "customer", "project", "supplier", "gpu_type", "gpu_count", "start")
+
+metadata = sa.MetaData()
+
+usage_events = sa.Table(
+    "usage_events",
+    metadata,
+    sa.Column(
+        "id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True, autoincrement=True
+    ),
+    sa.Column("source", sa.String(200), nullable=False),
+    sa.Column("event_id", sa.String(200), nullable=False),
+    sa.Column("customer", sa.String(200), nullable=False),
+    sa.Column("project", sa.String(200), nullable=False),
+    sa.Column("job", sa.String(200), nullable=False),
+    sa.Column("supplier", sa.String(200), nullable=False),
+    sa.Column("node", sa.String(200), nullable=False),
+    sa.Column("gpu_type", sa.String(50), nullable=False),
+    sa.Column("gpu_count", sa.Numeric(12, 6), nullable=False),  # fractional: a shared GPU
+    sa.Column("start_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("end_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("batch_id", sa.Integer, nullable=False),
+    sa.Column("ingested_at", sa.DateTime(timezone=True), nullable=False),
+    sa.UniqueConstraint("source", "event_id", name="uq_usage_events_source_event"),
+)
+quarantine = sa.Table(
+    "usage_quarantine",
+    metadata,
+    sa.Column(
+        "id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True, autoincrement=True
+    ),
+    sa.Column("batch_id", sa.Integer, nullable=False),
+    sa.Column("file", sa.String(500), nullable=False),
+    sa.Column("line", sa.Integer, nullable=False),
+    sa.Column("raw", sa.Text, nullable=False),
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("quarantined_at", sa.DateTime(timezone=True), nullable=False),
+)
+ingest_batches = sa.Table(
+    "ingest_batches",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("file", sa.String(500), nullable=False),
+    sa.Column("source", sa.String(200), nullable=False),
+    sa.Column("rows", sa.Integer, nullable=False),
+    sa.Column("inserted", sa.Integer, nullable=False),
+    sa.Column("duplicates", sa.Integer, nullable=False),
+    sa.Column("quarantined", sa.Integer, nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class UsageEvent:
+    source: str
+    event_id: str
+    customer: str
+    project: str
+    job: str
+    supplier: str
+    node: str
+    gpu_type: str
+    gpu_count: Decimal
+    start: datetime
+    end: datetime
+
+    @property
+    def gpu_hours(self) -> Decimal:
+        return self.gpu_count * Decimal((self.end - self.start).total_seconds()) / Decimal(3600)
+
+    def as_row(self) -> dict[str, Any]:
+        return {
+            "source": self.source,
+            "event_id": self.event_id,
+            "customer": self.customer,
+            "project": self.project,
+            "job": self.job,
+            "supplier": self.supplier,
+            "node": self.node,
+            "gpu_type": self.gpu_type,
+            "gpu_count": self.gpu_count,
+            "start_at": self.start,
+            "end_at": self.end,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    line: int
+    raw: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class IngestSummary:
+    batch_id: int
+    file: str
+    rows: int
+    inserted: int
+    duplicates: int
+    quarantined: int
+    reasons: dict[str, int]
+
+
+# ------------------------------------------------------------------------------------------------ database
+
+
+def connect(url: str) -> sa.Engine:
+    """An engine on an up-to-date ledger (migrations applied); the URL names the database, never logged."""
+    if url.startswith("sqlite:///"):
+        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    engine = sa.create_engine(url, future=True)
+    migrate(engine)
+    return engine
+
+
+def migrate(engine: sa.Engine) -> None:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    with engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.upgrade(config, "head")
+
+
+# ------------------------------------------------------------------------------------------------ parsing
+
+
+def parse_time(value: Any, field_name: str) -> datetime:
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"missing {field_name}")
+    try:
+        parsed = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise ValueError(f"unparsable time in {field_name}: {value!r}") from None
+    if parsed.tzinfo is None:
+        raise ValueError(f"{field_name} {value!r} has no timezone (use UTC, e.g. 2026-05-01T10:00:00Z)")
+    return parsed.astimezone(UTC)
+
+
+def parse_event(record: dict[str, Any], default_source: str, gpu_types: Collection[str]) -> UsageEvent:
+    """A billable usage event, or ValueError with the reason the row goes to quarantine."""
+    for name in REQUIRED:
+        if record.get(name) in (None, ""):
+            raise ValueError(f"missing {name}")
+    gpu_type = str(record["gpu_type"]).strip().lower()
+    if gpu_type not in gpu_types:
+        raise ValueError(f"unknown GPU type {record['gpu_type']!r}")
+    try:
+        gpu_count = Decimal(str(record["gpu_count"]))
+    except InvalidOperation:
+        raise ValueError(f"gpu_count {record['gpu_count']!r} is not a number") from None
+    if not gpu_count.is_finite() or gpu_count <= 0:
+        raise ValueError(f"gpu_count must be positive, got {record['gpu_count']}")
+    start = parse_time(record["start"], "start")
+    if record.get("end") not in (None, ""):
+        end = parse_time(record["end"], "end")
+        if end < start:
+            raise ValueError("end before start")
+    elif record.get("duration_seconds") not in (None, ""):
+        try:
+            seconds = float(record["duration_seconds"])
+        except ValueError:
+            raise ValueError(f"duration_seconds {record['duration_seconds']!r} is not a number") from None
+        if seconds < 0:
+            raise ValueError("negative duration")
+        end = start + timedelta(seconds=seconds)
+    else:
+        raise ValueError("missing end (or duration_seconds)")
+    if end == start:
+        raise ValueError("zero duration")
+    return UsageEvent(
+        source=str(record.get("source") or default_source),
+        event_id=str(record["event_id"]),
+        customer=str(record["customer"]),
+        project=str(record["project"]),
+        job=str(record.get("job") or ""),
+        supplier=str(record["supplier"]),
+        node=str(record.get("node") or ""),
+        gpu_type=gpu_type,
+        gpu_count=gpu_count,
+        start=start,
+        end=end,
+    )
+
+
+def read_rows(path: Path) -> Iterator[tuple[int, str, dict[str, Any] | None, str | None]]:
+    """(line, raw text, record or None, problem) for every data row of a JSONL or CSV file."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise InputError(f"usage file {path} cannot be read: {exc.strerror}") from None
+    if path.suffix.lower() == ".csv":
+        text = data.decode("utf-8-sig", errors="replace")
+        reader = csv.DictReader(io.StringIO(text))
+        lines = text.splitlines()
+        for record in reader:
+            line = reader.line_num
+            raw = lines[line - 1] if line - 1 < len(lines) else ""
+            if None in record:  # more cells than headers
+                header = len(reader.fieldnames or [])
+                yield line, raw, None, f"{len(record[None]) + header} cells, the header has {header}"
+            else:
+                yield line, raw, dict(record), None
+        return
+    for number, raw_bytes in enumerate(data.splitlines(), start=1):
+        if not raw_bytes.strip():
+            continue
+        raw = raw_bytes.decode("utf-8", errors="replace")
+        try:
+            record = json.loads(raw_bytes.decode("utf-8"))
+        except UnicodeDecodeError:
+            yield number, raw, None, "not UTF-8"
+            continue
+        except json.JSONDecodeError as exc:
+            yield number, raw, None, f"invalid JSON: {exc.msg} (column {exc.colno})"
+            continue
+        if not isinstance(record, dict):
+            yield number, raw, None, "not a JSON object"
+            continue
+        yield number, raw, record, None
+
+
+# ------------------------------------------------------------------------------------------------ ingest
+
+
+def ingest_file(
+    engine: sa.Engine, path: Path, source: str | None = None, gpu_types: Collection[str] = DEFAULT_GPU_TYPES
+) -> IngestSummary:
+    """One atomic batch: new events inserted, duplicates counted, bad rows quarantined with their reason."""
+    source = source or path.name
+    events: dict[tuple[str, str], UsageEvent] = {}
+    rejected: list[Rejected] = []
+    rows = in_file_duplicates = 0
+    for line, raw, record, problem in read_rows(path):
+        rows += 1
+        if record is not None and problem is None:
+            try:
+                event = parse_event(record, source, gpu_types)
+            except ValueError as exc:
+                problem = str(exc)
+            else:
+                key = (event.source, event.event_id)
+                if key in events:
+                    in_file_duplicates += 1
+                else:
+                    events[key] = event
+                continue
+        rejected.append(Rejected(line, raw, problem or "unreadable row"))
+    now = datetime.now(UTC)
+    with engine.begin() as connection:  # all or nothing
+        batch_id = connection.execute(
+            ingest_batches.insert()
+            .values(
+                file=str(path),
+                source=source,
+                rows=rows,
+                inserted=0,
+                duplicates=0,
+                quarantined=len(rejected),
+                created_at=now,
+            )
+            .returning(ingest_batches.c.id)
+        ).scalar_one()
+        inserted = insert_new_events(connection, list(events.values()), batch_id, now)
+        if rejected:
+            connection.execute(
+                quarantine.insert(),
+                [
+                    {
+                        "batch_id": batch_id,
+                        "file": str(path),
+                        "line": r.line,
+                        "raw": r.raw[:10_000],
+                        "reason": r.reason,
+                        "quarantined_at": now,
+                    }
+                    for r in rejected
+                ],
+            )
+        duplicates = in_file_duplicates + len(events) - inserted
+        connection.execute(
+            ingest_batches.update()
+            .where(ingest_batches.c.id == batch_id)
+            .values(inserted=inserted, duplicates=duplicates)
+        )
+    reasons: dict[str, int] = {}
+    for r in rejected:
+        kind = r.reason.split(":")[0].split(" '")[0]
+        reasons[kind] = reasons.get(kind, 0) + 1
+    return IngestSummary(batch_id, str(path), rows, inserted, duplicates, len(rejected), reasons)
+
+
+def insert_new_events(
+    connection: sa.Connection, events: list[UsageEvent], batch_id: int, now: datetime
+) -> int:
+    """Insert, skipping (source, event_id) already in the ledger; returns how many were new."""
+    if not events:
+        return 0
+    dialect = connection.dialect.name
+    insert: Any
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    elif dialect == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert
+    else:
+        raise InputError(f"the ledger supports SQLite and PostgreSQL, not {dialect}")
+    inserted = 0
+    rows = [{**e.as_row(), "batch_id": batch_id, "ingested_at": now} for e in events]
+    for start in range(0, len(rows), 5000):  # bounded statements; still one transaction
+        statement = insert(usage_events).on_conflict_do_nothing(index_elements=["source", "event_id"])
+        result = connection.execute(statement.returning(usage_events.c.id), rows[start : start + 5000])
+        inserted += len(result.all())
+    return inserted
+
+
+def count_events(engine: sa.Engine) -> int:
+    with engine.connect() as connection:
+        return connection.execute(sa.select(sa.func.count()).select_from(usage_events)).scalar_one()
+
+
+def quarantined(engine: sa.Engine, batch_id: int | None = None) -> list[dict[str, Any]]:
+    query = sa.select(quarantine).order_by(quarantine.c.id)
+    if batch_id is not None:
+        query = query.where(quarantine.c.batch_id == batch_id)
+    with engine.connect() as connection:
+        return [dict(row._mapping) for row in connection.execute(query)]
