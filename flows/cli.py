@@ -171,6 +171,24 @@ def usage_ingest(files: tuple[Path, ...], source: str | None, database: str) -> 
         _fail(str(exc))
 
 
+@usage.command("convert-lora-trace")
+@click.argument("trace", type=click.Path(path_type=Path, exists=True, dir_okay=False))
+@click.argument("out", type=click.Path(path_type=Path, dir_okay=False))
+@click.option("--gpu-type", default="a10", show_default=True, help="GPU type the requests ran on")
+def usage_convert_lora_trace(trace: Path, out: Path, gpu_type: str) -> None:
+    """Convert the Alibaba GenAI LoRA request TRACE (CSV) into usage events (JSONL) for `usage ingest`."""
+    from tasks.trace_import import lora_trace_events
+
+    try:
+        with out.open("w", encoding="utf-8") as handle:
+            count = sum(
+                handle.write(json.dumps(event) + "\n") > 0 for event in lora_trace_events(trace, gpu_type)
+            )
+    except GpuflowsError as exc:
+        _fail(str(exc))
+    click.echo(f"{count} events written to {out}")
+
+
 @cli.command()
 def deploy() -> None:
     """Register every deployment in prefect.yaml with the configured Prefect server (PREFECT_API_URL)."""

@@ -141,3 +141,15 @@ def test_usage_ingest_reports_new_duplicates_and_quarantined(runner: CliRunner, 
     )
     missing = runner.invoke(cli, ["usage", "ingest", str(tmp_path / "nope.csv"), "--database", database])
     assert missing.exit_code == 1 and "cannot be read" in missing.stderr
+
+
+def test_convert_the_real_lora_trace_then_ingest_it(runner: CliRunner, tmp_path: Path) -> None:
+    trace = Path(__file__).parents[1] / "data" / "usage" / "lora_request_trace_slice.csv"
+    out = tmp_path / "events.jsonl"
+    converted = runner.invoke(cli, ["usage", "convert-lora-trace", str(trace), str(out), "--gpu-type", "a10"])
+    assert converted.exit_code == 0 and converted.stdout.strip() == f"321 events written to {out}"
+    ingested = runner.invoke(cli, ["usage", "ingest", str(out), "--database", f"sqlite:///{tmp_path}/l.db"])
+    assert (
+        ingested.stdout.strip()
+        == f"{out}: 321 rows, 318 new, 0 duplicates, 3 quarantined (missing project: 3)"
+    )

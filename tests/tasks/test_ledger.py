@@ -142,3 +142,23 @@ def test_migrations_are_idempotent(engine: sa.Engine) -> None:
 def test_an_unreadable_file_is_named(engine: sa.Engine, tmp_path: Path) -> None:
     with pytest.raises(InputError, match="usage file .*absent.jsonl cannot be read"):
         ingest_file(engine, tmp_path / "absent.jsonl")
+
+
+def test_a_real_request_trace_ingests_with_pending_requests_quarantined(
+    engine: sa.Engine, tmp_path: Path
+) -> None:
+    from tasks.trace_import import lora_trace_events
+
+    trace = Path(__file__).parents[1] / "data" / "usage" / "lora_request_trace_slice.csv"
+    events = list(lora_trace_events(trace, gpu_type="a10"))
+    summary = ingest_file(engine, write_jsonl(tmp_path / "lora.jsonl", *events))
+    pending = [e for e in events if e["job"].endswith(":pending")]
+    assert summary.rows == len(events) == 321
+    assert summary.quarantined == len(pending) > 0  # never ran: no model, no GPU time; kept, not dropped
+    assert summary.inserted == len(events) - len(pending) and summary.duplicates == 0
+    assert {q["reason"] for q in quarantined(engine)} == {"missing project"}
+    with engine.connect() as connection:
+        customers = connection.execute(
+            sa.select(sa.func.count(sa.distinct(usage_events.c.customer)))
+        ).scalar_one()
+    assert customers > 20
