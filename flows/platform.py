@@ -4,7 +4,8 @@
    reused if one already answers on the port;
 2. work pools: `local` (process) and `rtx5090` (Kubernetes, from k8s/work-pools/rtx5090.json);
 3. blocks and the global concurrency limits the flows rely on;
-4. demo training volumes (a tiny Qwen2 and a chat dataset) for the local `train` deployment;
+4. demo training volumes (a tiny Qwen2 and a chat dataset) for the local `train` deployment, and a real
+   usage slice (Alibaba GenAI LoRA trace) in an empty ledger;
 5. every deployment in prefect.yaml (`prefect deploy --all`);
 6. a process worker for `local`; Ctrl-C stops what this command started.
 """
@@ -129,11 +130,41 @@ def set_up(env: dict[str, str]) -> list[str]:
         url = env.get("GPUFLOWS_LEDGER_URL") or f"sqlite:///{STATE_DIR / 'ledger.db'}"
         LedgerDatabase(url=url).save("default")
     done.append("block gpuflows-ledger-database/default")
+    done.append(seed_ledger(LedgerDatabase.load("default").url.get_secret_value()))
     from tasks.demo_volumes import ensure_demo_volumes
 
     volumes = ensure_demo_volumes(STATE_DIR / "volumes")
     done.append(f"demo training volumes in {volumes.relative_to(PROJECT_DIR)} (tiny-qwen, demo-chat.jsonl)")
     return done
+
+
+REAL_USAGE_SLICE = PROJECT_DIR / "tests" / "data" / "usage" / "lora_request_trace_slice.csv"
+
+
+def seed_ledger(url: str) -> str:
+    """A small slice of a real usage trace in an empty ledger, so the billing flows have real data to show."""
+    import json
+
+    import sqlalchemy as sa
+
+    from tasks.ledger import connect, ingest_file, usage_events
+    from tasks.trace_import import lora_trace_events
+
+    engine = connect(url)
+    with engine.connect() as connection:
+        present = connection.execute(
+            sa.select(sa.func.count()).where(usage_events.c.source == "alibaba-genai-lora")
+        ).scalar_one()
+    if present:
+        return f"ledger already holds {present} events of the real usage slice"
+    events = STATE_DIR / "lora_request_trace_slice.jsonl"
+    events.write_text(
+        "".join(json.dumps(e) + "\n" for e in lora_trace_events(REAL_USAGE_SLICE, gpu_type="a10"))
+    )
+    summary = ingest_file(engine, events, source="alibaba-genai-lora")
+    return (
+        f"ledger seeded with a real usage slice: {summary.inserted} events, {summary.quarantined} quarantined"
+    )
 
 
 POOL_DEFAULTS = {"GPUFLOWS_PROCESS_POOL": LOCAL_POOL, "GPUFLOWS_GPU_POOL": GPU_POOL}

@@ -44,6 +44,7 @@ def test_set_up_is_idempotent_and_keeps_operator_edits(env: dict[str, str]) -> N
     second = set_up(env)
     assert [line.split(" (")[0] for line in first][:2] == ["work pool local", "work pool rtx5090"]
     assert "block gpuflows-ollama-server/default (http://gpu-box:11434)" in second
+    assert any(line.startswith("ledger") and "real usage slice" in line for line in second)
     with get_client(sync_client=True) as client:
         local, gpu = client.read_work_pool("local"), client.read_work_pool("rtx5090")
     assert local.type == "process"
