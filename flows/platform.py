@@ -130,6 +130,14 @@ def set_up(env: dict[str, str]) -> list[str]:
         url = env.get("GPUFLOWS_LEDGER_URL") or f"sqlite:///{STATE_DIR / 'ledger.db'}"
         LedgerDatabase(url=url).save("default")
     done.append("block gpuflows-ledger-database/default")
+    from blocks.rate_card import RateCard
+
+    RateCard.register_type_and_schema()
+    try:
+        RateCard.load("default")
+    except ValueError:
+        RateCard().save("default")
+    done.append("block gpuflows-rate-card/default")
     done.append(seed_ledger(LedgerDatabase.load("default").url.get_secret_value()))
     from tasks.demo_volumes import ensure_demo_volumes
 
