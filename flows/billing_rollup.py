@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import asdict
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_table_artifact
@@ -13,6 +14,7 @@ from blocks.ledger import LedgerDatabase
 from blocks.rate_card import RateCard
 from tasks.ledger import connect
 from tasks.rollup import Rate, RollupSummary, customer_rows, rollup_days
+from tasks.statements import write_statements
 
 
 def roll_up(first_day: date, last_day: date, ledger: str, rate_card: str) -> tuple[RollupSummary, list[dict]]:
@@ -35,6 +37,7 @@ def billing_rollup(
     last_day: date | None = None,
     ledger: str = "default",
     rate_card: str = "default",
+    statements_dir: Path = Path(".gpuflows/reports/statements"),  # noqa: B008 - an immutable default
 ) -> RollupSummary:
     """Recompute the daily rollup of a period from the ledger: GPU-hours, customer cost, supplier payout and
     margin. Idempotent: a re-run of any period gives identical rows.
@@ -44,6 +47,7 @@ def billing_rollup(
         last_day: Last day, inclusive; default today.
         ledger: Name of the LedgerDatabase block.
         rate_card: Name of the RateCard block.
+        statements_dir: Where the per-customer CSV statements are written.
     """
     today = datetime.now(UTC).date()
     first_day, last_day = first_day or today - timedelta(days=1), last_day or today
@@ -58,6 +62,8 @@ def billing_rollup(
         summary.supplier_payout,
         summary.margin,
     )
+    statements = write_statements(rows, statements_dir, first_day, last_day)
+    get_run_logger().info("%d customer statement(s) in %s", len(statements), statements_dir)
     create_table_artifact(
         key="billing-rollup",
         table=[{k: str(v) for k, v in row.items() if k != "computed_at"} for row in rows]

@@ -36,8 +36,11 @@ def test_rollup_flow_prices_the_ledger_and_reruns_identically(tmp_path: Path, pr
     )
     ingest_file(connect(url), events)
     day = date(2026, 5, 3)
-    first = billing_rollup(day, day, ledger="rollup-test", rate_card="rollup-test")
-    second = billing_rollup(day, day, ledger="rollup-test", rate_card="rollup-test")
+    statements = tmp_path / "statements"
+    first = billing_rollup(day, day, ledger="rollup-test", rate_card="rollup-test", statements_dir=statements)
+    second = billing_rollup(
+        day, day, ledger="rollup-test", rate_card="rollup-test", statements_dir=statements
+    )
     assert first.customer_cost == second.customer_cost == 3.5  # 2.5 GPU-h x 1.40 USD
     [artifact] = httpx.post(
         f"{prefect_server}/artifacts/filter",
@@ -50,3 +53,8 @@ def test_rollup_flow_prices_the_ledger_and_reruns_identically(tmp_path: Path, pr
         "3.50",
         "1.05",
     )
+    assert (statements / "statement-acme-2026-05-03-2026-05-03.csv").read_text().splitlines() == [
+        "customer,day,project,gpu_type,gpu_hours,customer_cost,currency",
+        "acme,2026-05-03,llm,a100,2.500000,3.50,USD",
+        "acme,total,,,,3.50,USD",
+    ]
