@@ -13,16 +13,13 @@ from prefect.cache_policies import NO_CACHE
 from blocks.ledger import LedgerDatabase
 from blocks.rate_card import RateCard
 from tasks.ledger import connect
-from tasks.rollup import Rate, RollupSummary, customer_rows, rollup_days
+from tasks.rollup import RollupSummary, customer_rows, rates_from, rollup_days
 from tasks.statements import write_statements
 
 
 def roll_up(first_day: date, last_day: date, ledger: str, rate_card: str) -> tuple[RollupSummary, list[dict]]:
     card = RateCard.load(rate_card)
-    rates = [
-        Rate(r.gpu_type, r.customer_price, r.supplier_payout, r.effective_from, r.effective_to)
-        for r in card.rates
-    ]
+    rates = rates_from(card.rates)
     engine = connect(LedgerDatabase.load(ledger).url.get_secret_value())
     summary = rollup_days(engine, first_day, last_day, rates, card.currency)
     return summary, customer_rows(engine, first_day, last_day)

@@ -69,8 +69,10 @@ def resolve_server(config: AgentConfig, server: str | None) -> tuple[AgentConfig
         config = config.with_server(block.host, block.model)
     config = config.with_server(DEFAULT_HOST, DEFAULT_MODEL)
     name = host_limit_name(config.host)
-    same_host = block is not None and host_limit_name(block.host) == name
-    slots = ensure_limit(name, block.num_parallel if same_host and block else DEFAULT_NUM_PARALLEL)
+    wanted = DEFAULT_NUM_PARALLEL
+    if block is not None and host_limit_name(block.host) == name:
+        wanted = block.num_parallel  # the block describes this very host
+    slots = ensure_limit(name, wanted)
     return config, HostLimit(name, slots)
 
 
@@ -144,7 +146,7 @@ def decompose(
         else:
             parts = [Part.of_subtask(s, "section") for s in plan.subtasks]
             sections = run_parts(parts, config, plan, width, progress)
-            answers, missing = section_answers(plan, sections, config.allow_partial)
+            answers, missing = section_answers(sections, config.allow_partial)
             aggregator = new_aggregator(plan, answers, config, counter)
             synthesis: list[SubTaskRecord] = []
             while batch := aggregator.next_batch():

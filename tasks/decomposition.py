@@ -142,10 +142,6 @@ class Plan:
     subtasks: tuple[SubTask, ...]
     strategy: Strategy | None
 
-    @property
-    def instructions(self) -> str:
-        return self.shared_context
-
 
 @dataclass(slots=True)
 class SubTaskRecord:
@@ -294,7 +290,7 @@ def new_aggregator(
     return Aggregator(
         answers,
         strategy=plan.strategy,
-        instructions=plan.instructions,
+        instructions=plan.shared_context,
         input_budget=plan.input_budget,
         counter=counter,
         max_depth=config.max_synthesis_depth,
@@ -360,9 +356,7 @@ def failed_record(part: Part, error: BaseException) -> SubTaskRecord:
     )
 
 
-def section_answers(
-    plan: Plan, records: Sequence[SubTaskRecord], allow_partial: bool
-) -> tuple[list[str], list[str]]:
+def section_answers(records: Sequence[SubTaskRecord], allow_partial: bool) -> tuple[list[str], list[str]]:
     """The answers to synthesise, and the sections that failed; raises unless partial answers are allowed."""
     failed = [r for r in records if r.status == "failed"]
     missing = [f"part {r.key} '{r.section}'" for r in failed]
@@ -471,7 +465,7 @@ class OllamaDecompositionAgent:
             sections = list(
                 await asyncio.gather(*(run(Part.of_subtask(s, "section")) for s in plan.subtasks))
             )
-            answers, missing = section_answers(plan, sections, config.allow_partial)
+            answers, missing = section_answers(sections, config.allow_partial)
             aggregator = new_aggregator(plan, answers, config, self.counter)
             synthesis: list[SubTaskRecord] = []
             while batch := aggregator.next_batch():

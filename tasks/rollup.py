@@ -79,6 +79,14 @@ class RollupSummary:
     currency: str
 
 
+def rates_from(card_rates: Sequence[Any]) -> list[Rate]:
+    """The rate card's entries (objects with Rate's fields, e.g. blocks.rate_card.GpuRate) as Rates."""
+    return [
+        Rate(r.gpu_type, r.customer_price, r.supplier_payout, r.effective_from, r.effective_to)
+        for r in card_rates
+    ]
+
+
 def find_rate(rates: Sequence[Rate], gpu_type: str, day: date) -> Rate:
     for rate in rates:
         if (

@@ -78,13 +78,6 @@ class Chunk:
         return f"{self.prefix}{self.overlap_text}{self.own_text}{self.suffix}"
 
 
-@dataclass(frozen=True, slots=True)
-class SplitResult:
-    shared_context: str
-    body: str
-    chunks: list[Chunk] = field(default_factory=list)
-
-
 @dataclass(slots=True)
 class _Block:
     kind: str  # heading | fence | table | list | paragraph

@@ -182,7 +182,6 @@ class StopFlag:
 
 
 def _callbacks(config: TrainConfig, stop: StopFlag) -> list[Any]:
-    import torch
     from transformers import TrainerCallback
 
     metrics_file = config.log_dir / "metrics.jsonl"
@@ -236,7 +235,6 @@ def _callbacks(config: TrainConfig, stop: StopFlag) -> list[Any]:
     from torch.utils.tensorboard import SummaryWriter
     from transformers.integrations import TensorBoardCallback
 
-    del torch
     tensorboard = TensorBoardCallback(tb_writer=SummaryWriter(log_dir=str(config.log_dir)))
     return [Preemption(), MarkComplete(), Metrics(), tensorboard]
 

@@ -15,13 +15,10 @@ import sqlalchemy as sa
 
 from blocks.rate_card import DEFAULT_RATES, RateCard
 from tasks.ledger import connect, ingest_file
-from tasks.rollup import Rate, RateMissingError, customer_rows, rollup_days
+from tasks.rollup import RateMissingError, customer_rows, rates_from, rollup_days
 from tests.postgres import fresh_database
 
-RATES = [
-    Rate(r.gpu_type, r.customer_price, r.supplier_payout, r.effective_from, r.effective_to)
-    for r in DEFAULT_RATES
-]
+RATES = rates_from(DEFAULT_RATES)
 MAY_1, MAY_2 = date(2026, 5, 1), date(2026, 5, 2)
 
 
