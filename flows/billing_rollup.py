@@ -1,71 +1,153 @@
-"""Flow `billing-rollup`: price the ledger's usage per day, per customer/project/GPU type and per supplier."""
+"""Flow `billing-rollup`: close due periods → recompute open days → budget alerts → statements and artifacts.
+
+Hourly it recomputes yesterday and today; the daily close (`close=True`) first closes every day whose grace
+window has passed, turning later usage for those days into adjustments.
+"""
 
 from __future__ import annotations
 
 from dataclasses import asdict
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
+from typing import Annotated
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
+from pydantic import Field
 
+from blocks.alert_routes import AlertRoutes
+from blocks.budgets import Budgets
 from blocks.ledger import LedgerDatabase
 from blocks.rate_card import RateCard
+from tasks.alerts import Alert, send_alert
+from tasks.budgets import BudgetAlert, BudgetLine, check_budgets, month_bounds
 from tasks.ledger import connect
-from tasks.rollup import RollupSummary, customer_rows, rates_from, rollup_days
+from tasks.rollup import (
+    ClosedPeriod,
+    RollupSummary,
+    adjustment_rows,
+    close_through,
+    customer_rows,
+    due_for_close,
+    rates_from,
+    rollup_days,
+)
 from tasks.statements import write_statements
 
 
-def roll_up(first_day: date, last_day: date, ledger: str, rate_card: str) -> tuple[RollupSummary, list[dict]]:
+def close_due_periods(grace_hours: int, ledger: str, rate_card: str) -> list[ClosedPeriod]:
     card = RateCard.load(rate_card)
-    rates = rates_from(card.rates)
     engine = connect(LedgerDatabase.load(ledger).url.get_secret_value())
-    summary = rollup_days(engine, first_day, last_day, rates, card.currency)
-    return summary, customer_rows(engine, first_day, last_day)
+    through = due_for_close(datetime.now(UTC), timedelta(hours=grace_hours))
+    return close_through(engine, through, rates_from(card.rates), card.currency)
 
 
+def roll_up(first_day: date, last_day: date, ledger: str, rate_card: str) -> RollupSummary:
+    card = RateCard.load(rate_card)
+    engine = connect(LedgerDatabase.load(ledger).url.get_secret_value())
+    return rollup_days(engine, first_day, last_day, rates_from(card.rates), card.currency)
+
+
+def alert_on_budgets(
+    months: list[date], ledger: str, rate_card: str, budgets: str, alert_routes: str
+) -> list[BudgetAlert]:
+    policy = Budgets.load(budgets)
+    if not policy.budgets:
+        return []
+    lines = [BudgetLine(b.customer, b.project, b.monthly_amount) for b in policy.budgets]
+    engine = connect(LedgerDatabase.load(ledger).url.get_secret_value())
+    currency = RateCard.load(rate_card).currency
+
+    def send(alert: Alert) -> None:  # routes are loaded only when an alert is due
+        send_alert(alert, AlertRoutes.load(alert_routes).channels())
+
+    decided: list[BudgetAlert] = []
+    for month in months:
+        decided += check_budgets(engine, lines, policy.thresholds, month, currency, send)
+    return decided
+
+
+def statements(first_day: date, last_day: date, ledger: str, out_dir: Path) -> list[dict]:
+    engine = connect(LedgerDatabase.load(ledger).url.get_secret_value())
+    rows = customer_rows(engine, first_day, last_day)
+    write_statements(rows, out_dir, first_day, last_day, adjustment_rows(engine, first_day, last_day))
+    return rows
+
+
+close_task = task(close_due_periods, name="close-due-periods", cache_policy=NO_CACHE)
 roll_up_task = task(roll_up, name="roll-up-days", cache_policy=NO_CACHE)
+budgets_task = task(alert_on_budgets, name="budget-alerts", cache_policy=NO_CACHE)
+statements_task = task(statements, name="write-statements", cache_policy=NO_CACHE)
 
 
 @flow(name="billing-rollup", flow_run_name="rollup-{first_day}-{last_day}", validate_parameters=True)
 def billing_rollup(
     first_day: date | None = None,
     last_day: date | None = None,
+    close: bool = False,
+    grace_hours: Annotated[int, Field(ge=0, le=24 * 62)] = 48,
     ledger: str = "default",
     rate_card: str = "default",
+    budgets: str = "default",
+    alert_routes: str = "default",
     statements_dir: Path = Path(".gpuflows/reports/statements"),  # noqa: B008 - an immutable default
 ) -> RollupSummary:
-    """Recompute the daily rollup of a period from the ledger: GPU-hours, customer cost, supplier payout and
-    margin. Idempotent: a re-run of any period gives identical rows.
+    """Recompute the daily rollup of the open days of a period: GPU-hours, customer cost, supplier payout,
+    margin and idle capacity; then budget alerts and per-customer statements. Idempotent; closed days are
+    never rewritten.
 
     Args:
         first_day: First day (UTC) to recompute; default yesterday.
         last_day: Last day, inclusive; default today.
+        close: First close every day whose grace window has passed (the daily close).
+        grace_hours: How long after a day ends its late usage is still billed on the day itself.
         ledger: Name of the LedgerDatabase block.
         rate_card: Name of the RateCard block.
+        budgets: Name of the Budgets block.
+        alert_routes: Name of the AlertRoutes block (Apprise URLs by channel).
         statements_dir: Where the per-customer CSV statements are written.
     """
+    logger = get_run_logger()
     today = datetime.now(UTC).date()
     first_day, last_day = first_day or today - timedelta(days=1), last_day or today
-    summary, rows = roll_up_task(first_day, last_day, ledger, rate_card)
-    get_run_logger().info(
-        "%s..%s: %s GPU-h, cost %s %s, payout %s, margin %s",
+    if close:
+        closed = close_task(grace_hours, ledger, rate_card)
+        logger.info(
+            "closed %d day(s)%s", len(closed), f": {closed[0].day}..{closed[-1].day}" if closed else ""
+        )
+        if closed:
+            create_table_artifact(
+                key="billing-close",
+                table=[{k: str(v) for k, v in asdict(c).items()} for c in closed],
+                description=f"closed through {closed[-1].day}; later usage for them becomes adjustments",
+            )
+    summary = roll_up_task(first_day, last_day, ledger, rate_card)
+    logger.info(
+        "%s..%s: %d open day(s) recomputed, %d closed left as they are; %s GPU-h, cost %s %s, payout %s, "
+        "margin %s, adjustments %s",
         first_day,
         last_day,
+        summary.recomputed_days,
+        summary.closed_days_skipped,
         summary.gpu_hours,
         summary.customer_cost,
         summary.currency,
         summary.supplier_payout,
         summary.margin,
+        summary.adjustments_cost,
     )
-    statements = write_statements(rows, statements_dir, first_day, last_day)
-    get_run_logger().info("%d customer statement(s) in %s", len(statements), statements_dir)
+    months = sorted({month_bounds(first_day)[0], month_bounds(last_day)[0]})
+    alerts = budgets_task(months, ledger, rate_card, budgets, alert_routes)
+    for alert in alerts:
+        logger.info("budget %s %d%%: %s", alert.budget.scope, alert.threshold, alert.status)
+    rows = statements_task(first_day, last_day, ledger, statements_dir)
     create_table_artifact(
         key="billing-rollup",
         table=[{k: str(v) for k, v in row.items() if k != "computed_at"} for row in rows]
-        or [asdict(summary)],
+        or [{k: str(v) for k, v in asdict(summary).items()}],
         description=f"{first_day}..{last_day}: {summary.customer_cost} {summary.currency} billed, "
-        f"{summary.supplier_payout} paid out; a re-run gives identical totals",
+        f"{summary.supplier_payout} paid out, {summary.adjustments_cost} in adjustments; "
+        f"{len(alerts)} budget alert(s) decided",
     )
     return summary

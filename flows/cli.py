@@ -144,16 +144,19 @@ def usage() -> None:
     """The GPU usage ledger."""
 
 
-@usage.command("ingest")
-@click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option("--source", help="Source name for deduplication (default: the file name)")
-@click.option(
+ledger_option = click.option(
     "--database",
     envvar="GPUFLOWS_LEDGER_URL",
     default="sqlite:///.gpuflows/ledger.db",
     show_default=True,
     help="SQLAlchemy URL of the ledger (env GPUFLOWS_LEDGER_URL)",
 )
+
+
+@usage.command("ingest")
+@click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--source", help="Source name for deduplication (default: the file name)")
+@ledger_option
 def usage_ingest(files: tuple[Path, ...], source: str | None, database: str) -> None:
     """Ingest usage events from JSONL or CSV FILES: duplicates skipped, bad rows quarantined with a reason."""
     from tasks.ledger import connect, ingest_file
@@ -187,6 +190,22 @@ def usage_convert_lora_trace(trace: Path, out: Path, gpu_type: str) -> None:
     except GpuflowsError as exc:
         _fail(str(exc))
     click.echo(f"{count} events written to {out}")
+
+
+@usage.command("capacity")
+@click.argument("nodes", type=click.Path(path_type=Path, dir_okay=False))
+@ledger_option
+def usage_capacity(nodes: Path, database: str) -> None:
+    """Load supplier capacity from a NODES CSV (supplier,node,gpu_type,gpu_count,valid_from,valid_to),
+    upserted by supplier, node and valid_from; the rollup reports idle capacity from it."""
+    from tasks.capacity import load_capacity, read_capacity
+    from tasks.ledger import connect
+
+    try:
+        written = load_capacity(connect(database), read_capacity(nodes))
+    except GpuflowsError as exc:
+        _fail(str(exc))
+    click.echo(f"{nodes}: {written} node row(s) loaded")
 
 
 @cli.command()

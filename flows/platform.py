@@ -19,6 +19,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -121,23 +122,19 @@ def set_up(env: dict[str, str]) -> list[str]:
     done.append(f"block gpuflows-ollama-server/default ({server.host})")
     ensure_limit(server.limit_name, server.num_parallel)
     done.append(f"concurrency limit {server.limit_name} = {server.num_parallel}")
+    from blocks.alert_routes import AlertRoutes
+    from blocks.budgets import Budgets
     from blocks.ledger import LedgerDatabase
-
-    LedgerDatabase.register_type_and_schema()
-    try:
-        LedgerDatabase.load("default")
-    except ValueError:
-        url = env.get("GPUFLOWS_LEDGER_URL") or f"sqlite:///{STATE_DIR / 'ledger.db'}"
-        LedgerDatabase(url=url).save("default")
-    done.append("block gpuflows-ledger-database/default")
     from blocks.rate_card import RateCard
 
-    RateCard.register_type_and_schema()
-    try:
-        RateCard.load("default")
-    except ValueError:
-        RateCard().save("default")
-    done.append("block gpuflows-rate-card/default")
+    ledger_url = env.get("GPUFLOWS_LEDGER_URL") or f"sqlite:///{STATE_DIR / 'ledger.db'}"
+    for block_class, make in (
+        (LedgerDatabase, lambda: LedgerDatabase(url=ledger_url)),
+        (RateCard, RateCard),
+        (Budgets, Budgets),  # no budgets until an operator adds them in the UI
+        (AlertRoutes, AlertRoutes),  # no channels until an operator adds Apprise URLs
+    ):
+        done.append(ensure_block(block_class, make))
     done.append(seed_ledger(LedgerDatabase.load("default").url.get_secret_value()))
     from tasks.demo_volumes import ensure_demo_volumes
 
@@ -146,33 +143,72 @@ def set_up(env: dict[str, str]) -> list[str]:
     return done
 
 
+def ensure_block(block_class: Any, make: Any) -> str:
+    """The `default` block of a type, created from `make()` unless an operator already has one."""
+    block_class.register_type_and_schema()
+    try:
+        block_class.load("default")
+    except ValueError:
+        make().save("default")
+    return f"block {block_class.get_block_type_slug()}/default"
+
+
 REAL_USAGE_SLICE = PROJECT_DIR / "tests" / "data" / "usage" / "lora_request_trace_slice.csv"
+DEMO_CAPACITY = PROJECT_DIR / "tests" / "data" / "usage" / "demo_capacity.csv"
+HELIOS_DIR = PROJECT_DIR / "tests" / "data" / "forecast"
+HELIOS_CLUSTERS = ["vc6YE", "vcJLV", "vc8Sj"]
 
 
 def seed_ledger(url: str) -> str:
-    """A small slice of a real usage trace in an empty ledger, so the billing flows have real data to show."""
+    """Small slices of real usage in an empty ledger, so the billing and forecast flows have real data:
+    the Alibaba GenAI requests (Nov 2024), three Helios virtual clusters (May 2020), and capacity."""
+    import csv
     import json
 
     import sqlalchemy as sa
 
+    from tasks.capacity import load_capacity, read_capacity
     from tasks.ledger import connect, ingest_file, usage_events
-    from tasks.trace_import import lora_trace_events
+    from tasks.trace_import import helios_capacity_rows, helios_vc_events, lora_trace_events
 
     engine = connect(url)
     with engine.connect() as connection:
         present = connection.execute(
-            sa.select(sa.func.count()).where(usage_events.c.source == "alibaba-genai-lora")
+            sa.select(sa.func.count()).where(
+                usage_events.c.source.in_(["alibaba-genai-lora", "helios-earth"])
+            )
         ).scalar_one()
     if present:
-        return f"ledger already holds {present} events of the real usage slice"
-    events = STATE_DIR / "lora_request_trace_slice.jsonl"
-    events.write_text(
-        "".join(json.dumps(e) + "\n" for e in lora_trace_events(REAL_USAGE_SLICE, gpu_type="a10"))
-    )
-    summary = ingest_file(engine, events, source="alibaba-genai-lora")
+        return f"ledger already holds {present} events of the real usage slices"
+    STATE_DIR.mkdir(parents=True, exist_ok=True)
+    events = STATE_DIR / "real_usage_slices.jsonl"
+    with events.open("w") as handle:
+        for event in lora_trace_events(REAL_USAGE_SLICE, gpu_type="a10"):
+            handle.write(json.dumps(event) + "\n")
+        for cluster in HELIOS_CLUSTERS:
+            for event in helios_vc_events(HELIOS_DIR / f"{cluster}_cluster_sequence_vc_slice.csv.gz"):
+                handle.write(json.dumps(event) + "\n")
+    summary = ingest_file(engine, events, source="real-usage-slices")
+    capacity = STATE_DIR / "capacity.csv"
+    with capacity.open("w", newline="") as handle:
+        writer = csv.DictWriter(
+            handle, ["supplier", "node", "gpu_type", "gpu_count", "valid_from", "valid_to"]
+        )
+        writer.writeheader()
+        writer.writerows(read_rows_of(DEMO_CAPACITY))
+        writer.writerows(helios_capacity_rows(HELIOS_DIR / "Earth_gpu_number_2020-05.csv", HELIOS_CLUSTERS))
+    nodes = load_capacity(engine, read_capacity(capacity))
     return (
-        f"ledger seeded with a real usage slice: {summary.inserted} events, {summary.quarantined} quarantined"
+        f"ledger seeded with real usage slices: {summary.inserted} events, "
+        f"{summary.quarantined} quarantined; {nodes} capacity rows"
     )
+
+
+def read_rows_of(path: Path) -> list[dict[str, str]]:
+    import csv
+
+    with path.open(newline="", encoding="utf-8") as handle:
+        return list(csv.DictReader(handle))
 
 
 POOL_DEFAULTS = {"GPUFLOWS_PROCESS_POOL": LOCAL_POOL, "GPUFLOWS_GPU_POOL": GPU_POOL}

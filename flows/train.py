@@ -7,12 +7,21 @@ default it runs on the local process pool with a tiny model, on CPU.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+from typing import Annotated, Literal
+
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_progress_artifact, create_table_artifact, update_progress_artifact
 from prefect.cache_policies import NO_CACHE
+from prefect.runtime import flow_run
+from pydantic import Field
 
+from blocks.ledger import LedgerDatabase
 from tasks.trainer import LengthStats, TrainConfig, TrainResult, check_training_inputs, planned_steps
 from tasks.training_job import run_trainer
+from tasks.training_usage import record_training_usage
+
+GpuType = Literal["rtx4090", "rtx5090", "a100", "h100", "l40s", "a10", "t4", "v100", "p100"]
 
 
 def check_inputs(config: TrainConfig) -> LengthStats:
@@ -44,6 +53,37 @@ def run_trainer_task(config: TrainConfig, total_steps: int) -> TrainResult:
     return run_trainer(config, on_progress=report)
 
 
+@task(name="record-gpu-usage", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=5)
+def record_usage_task(
+    config: TrainConfig,
+    ledger: str,
+    customer: str,
+    project: str,
+    supplier: str,
+    gpu_type: str,
+    gpu_count: float,
+    start: datetime,
+) -> None:
+    summary = record_training_usage(
+        LedgerDatabase.load(ledger).url.get_secret_value(),
+        flow_run_id=str(flow_run.get_id()),
+        attempt=int(flow_run.get_run_count() or 1),
+        run_name=config.run_name,
+        customer=customer,
+        project=project,
+        supplier=supplier,
+        gpu_type=gpu_type,
+        gpu_count=gpu_count,
+        start=start,
+        end=datetime.now(UTC),
+    )
+    logger = get_run_logger()
+    if summary.quarantined:  # kept in the ledger's quarantine with its reason; billing must look at it
+        logger.error("GPU usage of %s quarantined in the ledger: %s", config.run_name, summary.reasons)
+    else:
+        logger.info("GPU usage recorded: %s x %s for %s/%s", gpu_count, gpu_type, customer, project)
+
+
 # A preempted run fails with a saved checkpoint; the retry resumes from it.
 @flow(
     name="train",
@@ -52,7 +92,15 @@ def run_trainer_task(config: TrainConfig, total_steps: int) -> TrainResult:
     retry_delay_seconds=60,
     validate_parameters=True,
 )
-def train_model(config: TrainConfig) -> TrainResult:
+def train_model(
+    config: TrainConfig,
+    customer: Annotated[str, Field(min_length=1, max_length=200)] = "internal",
+    project: Annotated[str, Field(min_length=1, max_length=200)] = "training",
+    gpu_type: GpuType | None = None,
+    gpu_count: Annotated[float, Field(gt=0, le=8)] = 1,
+    supplier: Annotated[str, Field(min_length=1, max_length=200)] = "homelab",
+    ledger: str = "default",
+) -> TrainResult:
     """QLoRA fine-tuning (4-bit NF4, LoRA, TRL SFTTrainer) of a Qwen-family model on one GPU.
 
     Validates every dataset line before any GPU time, resumes from the newest complete checkpoint of the
@@ -60,9 +108,20 @@ def train_model(config: TrainConfig) -> TrainResult:
 
     Args:
         config: Model and dataset paths inside the volumes, LoRA, length, optimisation, eval and export.
+        customer: Who the GPU time is billed to.
+        project: The customer's project it is billed under.
+        gpu_type: The GPU the run holds (the rtx5090 deployment sets it); unset: no GPU, nothing billed.
+        gpu_count: GPUs held.
+        supplier: Who supplies the GPU.
+        ledger: Name of the LedgerDatabase block the usage is written to.
     """
     stats = check_inputs_task(config)
-    result = run_trainer_task(config, planned_steps(config, stats.examples))
+    started = datetime.now(UTC)
+    try:
+        result = run_trainer_task(config, planned_steps(config, stats.examples))
+    finally:  # GPU time is billed whether the attempt completed, was preempted or failed
+        if gpu_type is not None:
+            record_usage_task(config, ledger, customer, project, supplier, gpu_type, gpu_count, started)
     create_table_artifact(
         key=f"train-{config.run_name}",
         table=[result.as_row()],

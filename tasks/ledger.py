@@ -16,7 +16,7 @@ import json
 from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal, InvalidOperation
+from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,11 @@ from tasks.errors import InputError
 
 MIGRATIONS = Path(__file__).with_name("ledger_migrations")
 DEFAULT_GPU_TYPES = frozenset({"rtx4090", "rtx5090", "a100", "h100", "l40s", "a10", "t4", "v100", "p100"})
+MICROSECONDS_PER_HOUR = Decimal(3_600_000_000)
+ONE_MICROSECOND = timedelta(microseconds=1)
+# PostgreSQL advisory lock: ingest batches take it shared, a period close takes it exclusive, so a close
+# sees every batch that committed before it and none that is half-way.
+LEDGER_WRITE_LOCK = 0x6770_7566_6C6F_7701
 REQUIRED = ("event_id", "customer", "project", "supplier", "gpu_type", "gpu_count", "start")
 
 metadata = sa.MetaData()
@@ -51,6 +56,10 @@ usage_events = sa.Table(
     sa.Column("end_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("batch_id", sa.Integer, nullable=False),
     sa.Column("ingested_at", sa.DateTime(timezone=True), nullable=False),
+    # Derived at ingest (revision 0003): what a rollup groups and sums without touching timestamps.
+    sa.Column("start_day", sa.Date, nullable=False),
+    sa.Column("end_day", sa.Date, nullable=False),  # the day of the last instant (end is exclusive)
+    sa.Column("gpu_microseconds", sa.BigInteger, nullable=False),
     sa.UniqueConstraint("source", "event_id", name="uq_usage_events_source_event"),
 )
 quarantine = sa.Table(
@@ -96,7 +105,11 @@ class UsageEvent:
 
     @property
     def gpu_hours(self) -> Decimal:
-        return self.gpu_count * Decimal((self.end - self.start).total_seconds()) / Decimal(3600)
+        return Decimal(self.gpu_microseconds) / MICROSECONDS_PER_HOUR
+
+    @property
+    def gpu_microseconds(self) -> int:
+        return gpu_microseconds(self.start, self.end, self.gpu_count)
 
     def as_row(self) -> dict[str, Any]:
         return {
@@ -111,7 +124,16 @@ class UsageEvent:
             "gpu_count": self.gpu_count,
             "start_at": self.start,
             "end_at": self.end,
+            "start_day": self.start.date(),
+            "end_day": (self.end - ONE_MICROSECOND).date(),
+            "gpu_microseconds": self.gpu_microseconds,
         }
+
+
+def gpu_microseconds(start: datetime, end: datetime, gpu_count: Decimal) -> int:
+    """GPU count x duration in microseconds, an integer (rounded half-even once, at most half a GPU-µs)."""
+    micro = (end - start) // ONE_MICROSECOND
+    return int((Decimal(micro) * gpu_count).quantize(Decimal(1), ROUND_HALF_EVEN))
 
 
 @dataclass(frozen=True, slots=True)
@@ -257,11 +279,23 @@ def ingest_file(
     engine: sa.Engine, path: Path, source: str | None = None, gpu_types: Collection[str] = DEFAULT_GPU_TYPES
 ) -> IngestSummary:
     """One atomic batch: new events inserted, duplicates counted, bad rows quarantined with their reason."""
-    source = source or path.name
+    return ingest_rows(engine, read_rows(path), str(path), source or path.name, gpu_types)
+
+
+def ingest_rows(
+    engine: sa.Engine,
+    rows_read: Iterator[tuple[int, str, dict[str, Any] | None, str | None]],
+    label: str,
+    source: str,
+    gpu_types: Collection[str] = DEFAULT_GPU_TYPES,
+) -> IngestSummary:
+    """ingest_file's batch for rows from anywhere (a file, a flow recording its own usage); `label` names
+    where they came from in the batch and quarantine records."""
+    path = label
     events: dict[tuple[str, str], UsageEvent] = {}
     rejected: list[Rejected] = []
     rows = in_file_duplicates = 0
-    for line, raw, record, problem in read_rows(path):
+    for line, raw, record, problem in rows_read:
         rows += 1
         if record is not None and problem is None:
             try:
@@ -278,6 +312,10 @@ def ingest_file(
         rejected.append(Rejected(line, raw, problem or "unreadable row"))
     now = datetime.now(UTC)
     with engine.begin() as connection:  # all or nothing
+        if connection.dialect.name == "postgresql":
+            connection.execute(
+                sa.text("SELECT pg_advisory_xact_lock_shared(:key)"), {"key": LEDGER_WRITE_LOCK}
+            )
         batch_id = connection.execute(
             ingest_batches.insert()
             .values(
@@ -317,7 +355,7 @@ def ingest_file(
     for r in rejected:
         kind = r.reason.split(":")[0].split(" '")[0]
         reasons[kind] = reasons.get(kind, 0) + 1
-    return IngestSummary(batch_id, str(path), rows, inserted, duplicates, len(rejected), reasons)
+    return IngestSummary(batch_id, path, rows, inserted, duplicates, len(rejected), reasons)
 
 
 def insert_new_events(

@@ -1,4 +1,8 @@
-"""Per-customer billing statements as CSV: one file per customer and period, holding only its rows."""
+"""Per-customer billing statements as CSV: one file per customer and period, holding only its rows.
+
+Usage rows first, then adjustments billed in the period (late usage of an earlier, closed day, marked with
+that day), then the period's total.
+"""
 
 from __future__ import annotations
 
@@ -19,22 +23,44 @@ def safe_name(customer: str) -> str:
 
 
 def write_statements(
-    rows: Sequence[dict[str, Any]], out_dir: Path, first_day: date, last_day: date
+    rows: Sequence[dict[str, Any]],
+    out_dir: Path,
+    first_day: date,
+    last_day: date,
+    adjustments: Sequence[dict[str, Any]] = (),
 ) -> list[Path]:
     """statement-<customer>-<first>-<last>.csv per customer; the last line is the period's total."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    by_customer: dict[str, list[dict[str, Any]]] = {}
+    by_customer: dict[str, list[list[Any]]] = {}
+    totals: dict[str, Decimal] = {}
+    currency: dict[str, str] = {}
     for row in rows:
-        by_customer.setdefault(row["customer"], []).append(row)
+        by_customer.setdefault(row["customer"], []).append([row[c] for c in COLUMNS] + [""])
+    for adj in adjustments:
+        by_customer.setdefault(adj["customer"], []).append(
+            [
+                adj["billed_day"],
+                adj["project"],
+                adj["gpu_type"],
+                adj["gpu_hours"],
+                adj["customer_cost"],
+                adj["currency"],
+                f"adjustment: late usage of {adj['usage_day']}",
+            ]
+        )
+    for customer, own in by_customer.items():
+        totals[customer] = sum((Decimal(str(r[4])) for r in own), Decimal(0))
+        currency[customer] = own[0][5]
     written = []
     for customer, own in sorted(by_customer.items()):
         path = out_dir / f"statement-{safe_name(customer)}-{first_day}-{last_day}.csv"
         with path.open("w", newline="", encoding="utf-8") as handle:
             writer = csv.writer(handle)
-            writer.writerow(["customer", *COLUMNS])
-            for row in own:
-                writer.writerow([customer, *(row[c] for c in COLUMNS)])
-            total = sum((Decimal(str(r["customer_cost"])) for r in own), Decimal(0))
-            writer.writerow([customer, "total", "", "", "", f"{total:.2f}", own[0]["currency"]])
+            writer.writerow(["customer", *COLUMNS, "note"])
+            for line in own:
+                writer.writerow([customer, *line])
+            writer.writerow(
+                [customer, "total", "", "", "", f"{totals[customer]:.2f}", currency[customer], ""]
+            )
         written.append(path)
     return written

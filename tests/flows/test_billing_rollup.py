@@ -4,20 +4,44 @@ from __future__ import annotations
 
 import json
 from datetime import date
+from decimal import Decimal
 from pathlib import Path
 
 import httpx
 
+from blocks.alert_routes import AlertRoutes
+from blocks.budgets import Budget, Budgets
 from blocks.ledger import LedgerDatabase
 from blocks.rate_card import RateCard
 from flows.billing_rollup import billing_rollup
+from tasks.budgets import recorded_alerts
 from tasks.ledger import connect, ingest_file
+from tasks.rollup import adjustment_rows
+from tests.standins.receivers import http_receiver
+
+BLOCKS = {"ledger": "rollup-test", "rate_card": "rollup-test", "budgets": "rollup-test"}
+
+
+def usage(path: Path, event_id: str, start: str, end: str) -> Path:
+    record = {
+        "event_id": event_id,
+        "customer": "acme",
+        "project": "llm",
+        "supplier": "homelab",
+        "gpu_type": "h100",
+        "gpu_count": 1,
+        "start": start,
+        "end": end,
+    }
+    path.write_text(json.dumps(record) + "\n")
+    return path
 
 
 def test_rollup_flow_prices_the_ledger_and_reruns_identically(tmp_path: Path, prefect_server: str) -> None:
     url = f"sqlite:///{tmp_path}/ledger.db"
     LedgerDatabase(url=url).save("rollup-test", overwrite=True)
     RateCard().save("rollup-test", overwrite=True)
+    Budgets().save("rollup-test", overwrite=True)
     events = tmp_path / "usage.jsonl"
     events.write_text(
         json.dumps(
@@ -37,10 +61,8 @@ def test_rollup_flow_prices_the_ledger_and_reruns_identically(tmp_path: Path, pr
     ingest_file(connect(url), events)
     day = date(2026, 5, 3)
     statements = tmp_path / "statements"
-    first = billing_rollup(day, day, ledger="rollup-test", rate_card="rollup-test", statements_dir=statements)
-    second = billing_rollup(
-        day, day, ledger="rollup-test", rate_card="rollup-test", statements_dir=statements
-    )
+    first = billing_rollup(day, day, **BLOCKS, statements_dir=statements)
+    second = billing_rollup(day, day, **BLOCKS, statements_dir=statements)
     assert first.customer_cost == second.customer_cost == 3.5  # 2.5 GPU-h x 1.40 USD
     [artifact] = httpx.post(
         f"{prefect_server}/artifacts/filter",
@@ -54,7 +76,42 @@ def test_rollup_flow_prices_the_ledger_and_reruns_identically(tmp_path: Path, pr
         "1.05",
     )
     assert (statements / "statement-acme-2026-05-03-2026-05-03.csv").read_text().splitlines() == [
-        "customer,day,project,gpu_type,gpu_hours,customer_cost,currency",
-        "acme,2026-05-03,llm,a100,2.500000,3.50,USD",
-        "acme,total,,,,3.50,USD",
+        "customer,day,project,gpu_type,gpu_hours,customer_cost,currency,note",
+        "acme,2026-05-03,llm,a100,2.500000,3.50,USD,",
+        "acme,total,,,,3.50,USD,",
     ]
+
+
+def test_daily_close_adjustments_and_budget_alerts_through_the_flow(
+    tmp_path: Path, prefect_server: str
+) -> None:
+    """The close run freezes past days; later usage is an adjustment; the budget alert arrives once."""
+    url = f"sqlite:///{tmp_path}/ledger.db"
+    LedgerDatabase(url=url).save("close-test", overwrite=True)
+    RateCard().save("close-test", overwrite=True)
+    Budgets(budgets=[Budget(customer="acme", monthly_amount="5.00")]).save("close-test", overwrite=True)
+    engine = connect(url)
+    ingest_file(engine, usage(tmp_path / "a.jsonl", "a", "2026-05-03T08:00:00Z", "2026-05-03T09:00:00Z"))
+    with http_receiver() as receiver:
+        AlertRoutes(
+            sms=[f"json://127.0.0.1:{receiver.port}/sms"],
+            im=[f"json://127.0.0.1:{receiver.port}/im"],
+            email=[f"json://127.0.0.1:{receiver.port}/email"],
+        ).save("close-test", overwrite=True)
+        blocks = {"ledger": "close-test", "rate_card": "close-test", "budgets": "close-test"}
+        params = {**blocks, "alert_routes": "close-test", "statements_dir": tmp_path / "s"}
+        may = (date(2026, 5, 1), date(2026, 5, 31))
+        billing_rollup(*may, close=True, **params)  # closes every day up to two days ago (48 h grace)
+        assert [m["title"] for m in receiver.received] == ["Budget 50% reached: acme (2026-05)"]
+        ingest_file(engine, usage(tmp_path / "b.jsonl", "b", "2026-05-03T10:00:00Z", "2026-05-03T11:00:00Z"))
+        summary = billing_rollup(*may, close=True, **params)
+        assert summary.recomputed_days == 0 and summary.customer_cost == 0  # May is closed
+        assert [m["title"] for m in receiver.received] == ["Budget 50% reached: acme (2026-05)"]
+    [adjustment] = adjustment_rows(engine, date(2026, 5, 1), date(2099, 12, 31))
+    assert (adjustment["usage_day"], adjustment["customer_cost"], adjustment["final"]) == (
+        date(2026, 5, 3),
+        Decimal("2.70"),
+        False,  # provisional on the first open day until that day closes
+    )
+    assert adjustment["billed_day"] > date(2026, 5, 31)
+    assert [(r["threshold"], r["status"]) for r in recorded_alerts(engine)] == [(50, "sent")]

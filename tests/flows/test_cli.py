@@ -153,3 +153,16 @@ def test_convert_the_real_lora_trace_then_ingest_it(runner: CliRunner, tmp_path:
         ingested.stdout.strip()
         == f"{out}: 321 rows, 318 new, 0 duplicates, 3 quarantined (missing project: 3)"
     )
+
+
+def test_usage_capacity_loads_nodes_and_names_a_bad_line(runner: CliRunner, tmp_path: Path) -> None:
+    nodes = Path(__file__).parents[1] / "data" / "usage" / "demo_capacity.csv"
+    database = ["--database", f"sqlite:///{tmp_path}/l.db"]
+    loaded = runner.invoke(cli, ["usage", "capacity", str(nodes), *database])
+    assert loaded.exit_code == 0 and loaded.stdout.strip() == f"{nodes}: 2 node row(s) loaded"
+    bad = tmp_path / "bad.csv"
+    bad.write_text(
+        "supplier,node,gpu_type,gpu_count,valid_from\nhomelab,n1,rtx5090,-1,2026-01-01T00:00:00Z\n"
+    )
+    failed = runner.invoke(cli, ["usage", "capacity", str(bad), *database])
+    assert failed.exit_code == 1 and f"{bad}, line 2: gpu_count must be positive" in failed.output

@@ -7,8 +7,11 @@ from pathlib import Path
 
 import httpx
 import pytest
+import sqlalchemy as sa
 
+from blocks.ledger import LedgerDatabase
 from flows.train import train_model
+from tasks.ledger import connect, usage_events
 from tasks.trainer import TrainConfig
 from tasks.training_data import DatasetError
 
@@ -46,8 +49,26 @@ def config_for(tmp_path: Path, models: Path, lines: list[str]) -> TrainConfig:
 def test_the_flow_trains_and_leaves_a_result_table(
     tmp_path: Path, tiny_qwen: Path, prefect_server: str
 ) -> None:
-    result = train_model(config_for(tmp_path, tiny_qwen, [json.dumps(CHAT)] * 16))
+    url = f"sqlite:///{tmp_path}/ledger.db"
+    LedgerDatabase(url=url).save("train-test", overwrite=True)
+    result = train_model(
+        config_for(tmp_path, tiny_qwen, [json.dumps(CHAT)] * 16),
+        customer="acme",
+        project="chatbot",
+        gpu_type="rtx5090",
+        ledger="train-test",
+    )
     assert result.status == "completed" and result.steps == 3
+    with connect(url).connect() as connection:
+        [usage] = connection.execute(sa.select(usage_events)).all()
+    assert (usage.source, usage.customer, usage.project, usage.job, usage.gpu_type) == (
+        "gpuflows-train",
+        "acme",
+        "chatbot",
+        "train:flow-run",
+        "rtx5090",
+    )
+    assert usage.event_id.endswith(":1") and 0 < usage.gpu_microseconds < 600 * 10**6
     assert Path(result.adapter_dir, "adapter_model.safetensors").is_file()
     response = httpx.post(
         f"{prefect_server}/artifacts/filter",

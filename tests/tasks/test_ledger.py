@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -141,7 +142,41 @@ def test_migrations_are_idempotent(engine: sa.Engine) -> None:
     with engine.connect() as connection:
         version = connection.execute(sa.text("SELECT version_num FROM ledger_schema_version")).scalar_one()
         rollups = connection.execute(sa.text("SELECT count(*) FROM billing_customer_daily")).scalar_one()
-    assert (version, head, rollups) == ("0002", "0002", 0)
+    assert (version, rollups) == (head, 0)
+
+
+def test_upgrading_a_populated_ledger_backfills_the_day_columns(engine: sa.Engine, tmp_path: Path) -> None:
+    """Revision 0003 derives start_day, end_day and gpu_microseconds for events stored before it."""
+    from alembic import command
+    from alembic.config import Config
+
+    from tasks.ledger import MIGRATIONS
+
+    ingest_file(engine, write_jsonl(tmp_path / "a.jsonl", event(1, end="2026-05-02T00:30:00Z")))
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    with engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.downgrade(config, "0002")
+    with engine.begin() as connection:  # an event written by the 0002 schema
+        connection.execute(sa.text("DELETE FROM usage_events"))
+        connection.execute(
+            sa.text(
+                "INSERT INTO usage_events (source, event_id, customer, project, job, supplier, node,"
+                " gpu_type, gpu_count, start_at, end_at, batch_id, ingested_at)"
+                " VALUES ('s', 'old', 'acme', 'llm', '', 'homelab', '', 'rtx5090', 0.5,"
+                " :start, :end, 1, :start)"
+            ),
+            {"start": datetime(2026, 5, 1, 23, tzinfo=UTC), "end": datetime(2026, 5, 2, 0, 30, tzinfo=UTC)},
+        )
+    migrate_again = connect(str(engine.url.render_as_string(hide_password=False)))
+    with migrate_again.connect() as connection:
+        row = connection.execute(sa.select(usage_events)).one()
+    assert (str(row.start_day), str(row.end_day), row.gpu_microseconds) == (
+        "2026-05-01",
+        "2026-05-02",
+        2_700_000_000,  # 0.5 GPU x 1.5 h
+    )
 
 
 def test_an_unreadable_file_is_named(engine: sa.Engine, tmp_path: Path) -> None:

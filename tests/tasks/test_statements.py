@@ -33,7 +33,7 @@ def test_each_customer_gets_only_its_rows_and_a_total(tmp_path: Path) -> None:
         "statement-beta-2026-05-01-2026-05-31.csv",
     ]
     acme = paths[0].read_text()
-    assert "beta" not in acme and acme.splitlines()[-1] == "acme,total,,,,3.00,USD"
+    assert "beta" not in acme and acme.splitlines()[-1] == "acme,total,,,,3.00,USD,"
 
 
 def test_a_hostile_customer_id_stays_in_the_folder(tmp_path: Path) -> None:

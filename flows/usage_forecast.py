@@ -1,0 +1,203 @@
+"""Flow `usage-forecast`: ledger → hourly series → models chosen by backtest (both cores) → anomaly checks
+→ stored forecasts → customer and supplier reports → budget-pace alerts."""
+
+from __future__ import annotations
+
+from collections import Counter
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Annotated
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.cache_policies import NO_CACHE
+from pydantic import Field
+
+from blocks.alert_routes import AlertRoutes
+from blocks.budgets import Budgets
+from blocks.ledger import LedgerDatabase
+from blocks.rate_card import RateCard
+from tasks.alerts import Alert, AlertDeliveryError, send_alert
+from tasks.budgets import BudgetLine
+from tasks.forecast_alerts import Decided, store_forecasts
+from tasks.forecast_reports import (
+    customer_chart,
+    customer_csv,
+    customer_markdown,
+    supplier_csv,
+    supplier_markdown,
+)
+from tasks.forecast_run import (
+    ForecastSummary,
+    alert_anomalies,
+    alert_pace,
+    customer_outlooks,
+    floor_hour,
+    plan_jobs,
+    supplier_outlooks,
+)
+from tasks.forecasting import SeriesForecast, forecast_many
+from tasks.ledger import connect
+from tasks.rollup import rates_from
+from tasks.statements import safe_name
+from tasks.usage_series import WindowUsage, hourly_series
+
+
+def artifact_key(prefix: str, owner: str) -> str:
+    """Prefect artifact keys allow lowercase letters, digits and dashes only."""
+    return f"{prefix}-{safe_name(owner).lower().replace('_', '-').replace('.', '-')}"[:100]
+
+
+def _engine(ledger: str):  # noqa: ANN202 - an Engine
+    return connect(LedgerDatabase.load(ledger).url.get_secret_value())
+
+
+def _sender(alert_routes: str):  # noqa: ANN202 - a callable
+    def send(alert: Alert) -> None:  # routes are loaded only when an alert is due
+        send_alert(alert, AlertRoutes.load(alert_routes).channels())
+
+    return send
+
+
+@task(name="build-series", cache_policy=NO_CACHE)
+def build_series_task(ledger: str, as_of: datetime, history_days: int) -> WindowUsage:
+    return hourly_series(_engine(ledger), as_of - timedelta(days=history_days), as_of)
+
+
+@task(name="fit-and-forecast", cache_policy=NO_CACHE)
+def forecast_task(window: WindowUsage, as_of: datetime, horizon: int) -> list[SeriesForecast]:
+    return forecast_many(plan_jobs(window, as_of, horizon))
+
+
+@task(name="check-anomalies", cache_policy=NO_CACHE)
+def anomalies_task(ledger: str, window: WindowUsage, as_of: datetime, alert_routes: str) -> list[Decided]:
+    return alert_anomalies(_engine(ledger), window, as_of, _sender(alert_routes))
+
+
+@task(name="store-forecasts", cache_policy=NO_CACHE)
+def store_task(ledger: str, forecasts: list[SeriesForecast], as_of: datetime) -> int:
+    return store_forecasts(_engine(ledger), forecasts, as_of)
+
+
+@task(name="reports-and-pace-alerts", cache_policy=NO_CACHE)
+def reports_task(
+    ledger: str,
+    rate_card: str,
+    budgets: str,
+    alert_routes: str,
+    window: WindowUsage,
+    forecasts: list[SeriesForecast],
+    as_of: datetime,
+    horizon: int,
+    report_customers: int,
+    reports_dir: Path,
+) -> tuple[int, int, list[Decided]]:
+    engine, card, policy = _engine(ledger), RateCard.load(rate_card), Budgets.load(budgets)
+    rates = rates_from(card.rates)
+    lines = [BudgetLine(b.customer, b.project, b.monthly_amount) for b in policy.budgets]
+    by_key = {f.key: f for f in forecasts}
+    customers = customer_outlooks(engine, window, by_key, rates, as_of, lines, card.currency)
+    with_budget = {b.customer for b in lines}
+    ranked = sorted(customers, key=lambda o: (o.customer not in with_budget, -float(o.history.sum())))
+    for outlook in ranked[:report_customers]:  # CSV, chart and UI artifact: budgets first, then the busiest
+        customer_csv(outlook, reports_dir / "customers")
+        customer_chart(outlook, reports_dir / "customers")
+        create_markdown_artifact(
+            key=artifact_key("forecast-customer", outlook.customer),
+            markdown=customer_markdown(outlook, horizon),
+            description=f"{outlook.customer}: usage forecast and projected month-end cost",
+        )
+    for outlook in ranked[report_customers:]:
+        customer_csv(outlook, reports_dir / "customers")
+    suppliers = supplier_outlooks(engine, window, by_key, rates, as_of, horizon, card.currency)
+    supplier_csv(suppliers, reports_dir / "suppliers")
+    for outlook in suppliers:
+        create_markdown_artifact(
+            key=artifact_key("forecast-supplier", outlook.supplier),
+            markdown=supplier_markdown(outlook),
+            description=f"{outlook.supplier}: utilisation, idle capacity, forecast demand and payout",
+        )
+    paced = alert_pace(engine, customers, lines, as_of, _sender(alert_routes))
+    return len(customers), len(suppliers), paced
+
+
+@flow(name="usage-forecast", flow_run_name="forecast-{horizon_hours}h", validate_parameters=True)
+def usage_forecast(
+    horizon_hours: Annotated[int, Field(ge=1, le=168)] = 24,
+    as_of: datetime | None = None,
+    history_days: Annotated[int, Field(ge=2, le=90)] = 28,
+    report_customers: Annotated[int, Field(ge=0, le=500)] = 20,
+    ledger: str = "default",
+    rate_card: str = "default",
+    budgets: str = "default",
+    alert_routes: str = "default",
+    reports_dir: Path = Path(".gpuflows/reports/forecast"),  # noqa: B008 - an immutable default
+) -> ForecastSummary:
+    """Forecast GPU usage per customer, supplier, GPU type and in total; report to customers and suppliers;
+    alert when a budget is on pace to be exceeded or an hour's usage leaves the forecast's 99 % band.
+
+    Args:
+        horizon_hours: How far ahead (hours) the forecast and the supplier outlook look.
+        as_of: The forecast starts at this hour (UTC); default the current hour. Past values replay history.
+        history_days: Days of hourly history each model is fitted on.
+        report_customers: Customers with a chart and a UI artifact (budgets first, then the busiest); every
+            active customer gets a CSV.
+        ledger: Name of the LedgerDatabase block.
+        rate_card: Name of the RateCard block.
+        budgets: Name of the Budgets block.
+        alert_routes: Name of the AlertRoutes block.
+        reports_dir: Where the CSV and PNG reports are written.
+    """
+    logger = get_run_logger()
+    start = floor_hour(as_of)
+    window = build_series_task(ledger, start, history_days)
+    forecasts = forecast_task(window, start, horizon_hours)
+    models = Counter(f.model for f in forecasts)
+    fallbacks = [f for f in forecasts if f.reason.startswith("fallback")]
+    logger.info("%d series fitted: %s; %d fallbacks", len(forecasts), dict(models), len(fallbacks))
+    anomalies = anomalies_task(ledger, window, start, alert_routes)
+    store_task(ledger, forecasts, start)
+    customers, suppliers, paced = reports_task(
+        ledger,
+        rate_card,
+        budgets,
+        alert_routes,
+        window,
+        forecasts,
+        start,
+        horizon_hours,
+        report_customers,
+        reports_dir,
+    )
+    create_table_artifact(
+        key="usage-forecast",
+        table=[
+            {
+                "series": f.key,
+                "model": f.model,
+                "why": f.reason,
+                f"next {horizon_hours} h GPU-h": round(float(f.forecast.mean[:horizon_hours].sum()), 3),
+                "outages": len(f.cleaned.outages),
+            }
+            for f in forecasts
+        ],
+        description=f"as of {start:%Y-%m-%d %H:00} UTC: {len(forecasts)} series, "
+        f"{len(anomalies)} anomaly and {len(paced)} pace alert(s)",
+    )
+    failed = [d for d in anomalies + paced if d.status == "failed"]
+    if failed:  # recorded as failed and retried next run; the run itself must show it
+        raise AlertDeliveryError(
+            f"{len(failed)} forecast alert(s) not delivered: "
+            + ", ".join(f"{d.kind} {d.scope} {d.period}" for d in failed)
+        )
+    return ForecastSummary(
+        start,
+        horizon_hours,
+        len(forecasts),
+        dict(models),
+        len(fallbacks),
+        len(anomalies),
+        len(paced),
+        customers,
+        suppliers,
+    )

@@ -1,0 +1,112 @@
+"""The `usage-forecast` flow on a real Prefect server, over a ledger of real Helios usage: scoped reports,
+and pace and anomaly alerts that reach a loopback receiver once, never again on re-runs."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from pathlib import Path
+
+import httpx
+
+from blocks.alert_routes import AlertRoutes
+from blocks.budgets import Budget, Budgets
+from blocks.ledger import LedgerDatabase
+from blocks.rate_card import RateCard
+from flows.usage_forecast import usage_forecast
+from tasks.forecast_alerts import recorded
+from tasks.ledger import connect, ingest_file
+from tasks.rollup import billed_total, rates_from, rollup_days
+from tasks.trace_import import helios_vc_events
+from tests.standins.receivers import http_receiver
+
+DATA = Path(__file__).parents[1] / "data" / "forecast"
+MAY_24, MAY_25 = datetime(2020, 5, 24, tzinfo=UTC), datetime(2020, 5, 25, tzinfo=UTC)
+
+
+def load_helios(engine, tmp_path: Path, vc: str) -> None:  # noqa: ANN001 - an Engine
+    path = tmp_path / f"{vc}.jsonl"
+    events = helios_vc_events(DATA / f"{vc}_cluster_sequence_vc_slice.csv.gz")
+    path.write_text("".join(json.dumps(e) + "\n" for e in events))
+    assert ingest_file(engine, path).quarantined == 0
+
+
+def test_forecast_reports_and_alerts_once(tmp_path: Path, prefect_server: str) -> None:
+    url = f"sqlite:///{tmp_path}/ledger.db"
+    engine = connect(url)
+    for vc in ("vcJLV", "vc8Sj"):
+        load_helios(engine, tmp_path, vc)
+    rollup_days(engine, date(2020, 5, 1), date(2020, 5, 23), rates_from(RateCard().rates))
+    spent = billed_total(engine, date(2020, 5, 1), date(2020, 5, 23))  # both customers, V100 at 0.90
+    LedgerDatabase(url=url).save("fc-test", overwrite=True)
+    RateCard().save("fc-test", overwrite=True)
+    # vcJLV's budget: above what it has spent, below where its pace takes it by the end of May.
+    jlv_spent = sum((Decimal(str(r.customer_cost)) for r in _customer_days(engine, "vcJLV")), Decimal(0))
+    Budgets(budgets=[Budget(customer="vcJLV", monthly_amount=jlv_spent * Decimal("1.1"))]).save(
+        "fc-test", overwrite=True
+    )
+    params = {"ledger": "fc-test", "rate_card": "fc-test", "budgets": "fc-test", "alert_routes": "fc-test"}
+    with http_receiver() as receiver:
+        AlertRoutes(
+            sms=[f"json://127.0.0.1:{receiver.port}/sms"],
+            im=[f"json://127.0.0.1:{receiver.port}/im"],
+            email=[f"json://127.0.0.1:{receiver.port}/email"],
+        ).save("fc-test", overwrite=True)
+        first = usage_forecast(as_of=MAY_24, report_customers=5, reports_dir=tmp_path / "r", **params)
+        assert first.series == 5 and first.pace_alerts == 1 and first.anomalies == 0
+        pace = [m for m in receiver.received if m["title"].startswith("On pace")]
+        assert len(pace) == 2  # warning → IM + email
+        assert "At the current rate your budget is reached on 2020-05-" in pace[0]["message"]
+        # A burst nobody forecast: 400 extra GPUs for one hour on May 24.
+        burst = tmp_path / "burst.jsonl"
+        burst.write_text(
+            json.dumps(
+                {
+                    "event_id": "burst",
+                    "customer": "vcJLV",
+                    "project": "default",
+                    "supplier": "sensetime-earth",
+                    "gpu_type": "v100",
+                    "gpu_count": 400,
+                    "start": "2020-05-24T10:00:00Z",
+                    "end": "2020-05-24T11:00:00Z",
+                }  # fmt: skip
+            )
+            + "\n"
+        )
+        ingest_file(engine, burst)
+        second = usage_forecast(as_of=MAY_25, report_customers=5, reports_dir=tmp_path / "r", **params)
+        anomalies = [m for m in receiver.received if m["title"].startswith("Suspicious")]
+        assert second.anomalies >= 1 and second.pace_alerts == 0
+        assert "Suspicious GPU usage: vcJLV at 2020-05-24 10:00 UTC" in [m["title"] for m in anomalies]
+        burst_alert = next(m for m in anomalies if "10:00" in m["title"])
+        assert "vcJLV used 4" in burst_alert["message"] and "99 % band" in burst_alert["message"]
+        before = len(receiver.received)
+        third = usage_forecast(as_of=MAY_25, report_customers=5, reports_dir=tmp_path / "r", **params)
+        assert (third.anomalies, third.pace_alerts, len(receiver.received)) == (0, 0, before)
+    assert {r["kind"] for r in recorded(engine)} == {"pace", "anomaly"}
+    assert all(r["status"] == "sent" for r in recorded(engine))
+    assert spent > 0
+    # Scoped reports: vcJLV's files and artifact never mention the other customer.
+    own = [(tmp_path / "r" / "customers" / f"forecast-vcJLV.{ext}") for ext in ("csv", "png")]
+    assert all(p.is_file() and p.stat().st_size > 0 for p in own)
+    assert "vc8Sj" not in own[0].read_text() and own[1].read_bytes()[:4] == b"\x89PNG"
+    [artifact] = httpx.post(
+        f"{prefect_server}/artifacts/filter",
+        json={"artifacts": {"key": {"any_": ["forecast-customer-vcjlv"]}}, "limit": 1},
+    ).json()
+    assert "vcJLV" in artifact["data"] and "vc8Sj" not in artifact["data"]
+    supplier = (tmp_path / "r" / "suppliers" / "supplier-forecast-sensetime-earth.csv").read_text()
+    assert supplier.splitlines()[0].startswith("supplier,window_hours,allocated_gpu_hours")
+
+
+def _customer_days(engine, customer: str) -> list:  # noqa: ANN001
+    import sqlalchemy as sa
+
+    from tasks.rollup import customer_daily
+
+    with engine.connect() as connection:
+        return connection.execute(
+            sa.select(customer_daily).where(customer_daily.c.customer == customer)
+        ).all()

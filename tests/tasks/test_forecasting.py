@@ -1,0 +1,106 @@
+"""Forecast model selection, gap handling, fallbacks and interval coverage, on real Helios and LoRA slices
+(tests/data, see SOURCES.md) and on series whose right answer is known."""
+
+from __future__ import annotations
+
+import csv
+import gzip
+from collections import defaultdict
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tasks.forecasting import MODELS, SeriesJob, backtest, clean, forecast_many, forecast_series
+
+DATA = Path(__file__).parents[1] / "data"
+
+
+def helios_hourly(vc: str) -> np.ndarray:
+    """Mean running GPUs per hour of a Helios virtual cluster (May 2020, 744 hours)."""
+    sums: dict[str, float] = defaultdict(float)
+    with gzip.open(DATA / "forecast" / f"{vc}_cluster_sequence_vc_slice.csv.gz", "rt") as handle:
+        for row in csv.DictReader(handle):
+            sums[row["time"][:13]] += float(row["running_gpu_num"]) / 60
+    return np.array([sums[k] for k in sorted(sums)])
+
+
+def lora_customer_hourly() -> np.ndarray:
+    """The busiest customer of the real LoRA request trace slice, GPU-hours per hour: intermittent."""
+    per_customer: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
+    with (DATA / "usage" / "lora_request_trace_slice.csv").open() as handle:
+        for row in csv.DictReader(handle):
+            if row["exec_time_seconds"]:
+                per_customer[row["groupId"]][row["gmt_create"][:13]] += float(row["exec_time_seconds"]) / 3600
+    busiest = max(per_customer.values(), key=lambda hours: sum(hours.values()))
+    first = datetime.strptime(min(busiest), "%Y-%m-%d %H")
+    last = datetime.strptime(max(busiest), "%Y-%m-%d %H")
+    hours = int((last - first).total_seconds() // 3600) + 1
+    values = np.zeros(max(hours, 60))
+    for key, value in busiest.items():
+        values[int((datetime.strptime(key, "%Y-%m-%d %H") - first).total_seconds() // 3600)] = value
+    return values
+
+
+def test_the_real_25_hour_outage_is_detected_and_left_out() -> None:
+    y = helios_hourly("vc6YE")
+    cleaned = clean(y, 24)
+    # 2020-05-10 00:00 is hour 216; the cluster reported nothing for about a day.
+    assert any(start <= 216 < start + length and length >= 20 for start, length in cleaned.outages)
+    assert not cleaned.observed[216:236].any()
+    assert (cleaned.values[216:236] > 0).all(), "filled from the seasonal profile for fitting"
+
+
+def test_a_quiet_night_is_not_an_outage_but_missing_hours_are_gaps() -> None:
+    day = np.r_[np.zeros(8), np.full(16, 5.0)]  # idle every night: that is the pattern, not an outage
+    y = np.tile(day, 10)
+    y[60] = np.nan  # hour 12 of the third day
+    cleaned = clean(y, 24)
+    assert cleaned.outages == [] and cleaned.missing == 1 and not cleaned.observed[60]
+    assert cleaned.values[60] == 5.0
+
+
+@pytest.mark.parametrize("vc", ["vc6YE", "vcJLV", "vc8Sj"])
+def test_the_chosen_model_is_never_worse_than_seasonal_naive(vc: str) -> None:
+    result = forecast_series(vc, helios_hourly(vc), season=24, horizon=24, origins=7)
+    assert result.backtest is not None and result.backtest.origins == 7
+    assert set(result.backtest.mase) | set(result.backtest.failed) == set(MODELS)
+    assert result.backtest.mase[result.model] <= result.backtest.mase["seasonal_naive"]
+    assert result.backtest.mase[result.model] == min(result.backtest.mase.values())
+    assert result.reason.startswith("backtest: MASE")
+    fc = result.forecast
+    assert (
+        len(fc.mean) == 24 and (fc.lower[95] <= fc.lower[80]).all() and (fc.upper[80] <= fc.upper[95]).all()
+    )
+    assert (fc.lower[99] >= 0).all()
+
+
+def test_short_and_intermittent_histories_fall_back_and_say_so() -> None:
+    short = forecast_series("short", helios_hourly("vcJLV")[:40], season=24, horizon=24)
+    assert short.model == "seasonal_naive" and short.reason.startswith("fallback: short history (40 steps")
+    tiny = forecast_series("tiny", np.array([1.0, 2.0, 0.0]), season=24, horizon=5)
+    assert tiny.model == "croston_sba" and "< 1 season" in tiny.reason and len(tiny.forecast.mean) == 5
+    intermittent = forecast_series("lora", lora_customer_hourly(), season=24, horizon=24)
+    assert intermittent.model == "croston_sba" and intermittent.reason.startswith("fallback: intermittent")
+    assert intermittent.backtest is None and (intermittent.forecast.mean > 0).all()
+
+
+def test_coverage_counts_only_scored_points_across_origins() -> None:
+    """A perfectly periodic history gives seasonal naive zero-width intervals: exactly the points changed
+    in the last window fall outside, and missing points are not scored."""
+    y = np.tile(10.0 + np.arange(24), 4)  # 96 hours; origins at 48 and 72
+    y[72:78] += 3.0  # six changed points in the last window...
+    y[72:76] = np.nan  # ...four of which are missing
+    result, _ = backtest(clean(y, 24), season=24, horizon=24, origins=2, models=("seasonal_naive",))
+    assert result.coverage80["seasonal_naive"] == pytest.approx(42 / 44)  # 24 + 18 inside, 44 scored
+    assert result.coverage95["seasonal_naive"] == pytest.approx(42 / 44)
+
+
+def test_many_series_on_two_processes_keep_their_order() -> None:
+    jobs = [SeriesJob(vc, helios_hourly(vc), 24, 24) for vc in ("vc6YE", "vcJLV", "vc8Sj")]
+    jobs.append(SeriesJob("vc6YE-copy", jobs[0].values, 24, 24))
+    results = forecast_many(jobs, workers=2)
+    assert [r.key for r in results] == ["vc6YE", "vcJLV", "vc8Sj", "vc6YE-copy"]
+    assert results[0].model == results[3].model
+    np.testing.assert_allclose(results[0].forecast.mean, results[3].forecast.mean)
