@@ -17,7 +17,8 @@ class AlertRoutes(Block):
     sms: list[SecretStr] = Field(default_factory=list, description="e.g. twilio://…, sns://…")
     im: list[SecretStr] = Field(default_factory=list, description="e.g. slack://…, matrix://…, tgram://…")
     email: list[SecretStr] = Field(
-        default_factory=list, description="e.g. mailtos://user:pass@smtp.host?to=…"
+        default_factory=list,
+        description="e.g. mailtos://user:pass@smtp.host?to=…",  # pragma: allowlist secret
     )
 
     def channels(self) -> dict[str, list[str]]:

@@ -20,6 +20,8 @@ from blocks.alert_routes import AlertRoutes
 from blocks.budgets import Budgets
 from blocks.ledger import LedgerDatabase
 from blocks.rate_card import RateCard
+from flows.audit_hooks import AUDITED
+from flows.parameters import BlockName, IsoDate
 from tasks.alerts import Alert, send_alert
 from tasks.budgets import BudgetAlert, BudgetLine, check_budgets, month_bounds
 from tasks.ledger import connect
@@ -81,16 +83,21 @@ budgets_task = task(alert_on_budgets, name="budget-alerts", cache_policy=NO_CACH
 statements_task = task(statements, name="write-statements", cache_policy=NO_CACHE)
 
 
-@flow(name="billing-rollup", flow_run_name="rollup-{first_day}-{last_day}", validate_parameters=True)
+@flow(
+    name="billing-rollup",
+    flow_run_name="rollup-{first_day}-{last_day}",
+    validate_parameters=True,
+    **AUDITED,
+)
 def billing_rollup(
-    first_day: date | None = None,
-    last_day: date | None = None,
+    first_day: IsoDate | None = None,
+    last_day: IsoDate | None = None,
     close: bool = False,
     grace_hours: Annotated[int, Field(ge=0, le=24 * 62)] = 48,
-    ledger: str = "default",
-    rate_card: str = "default",
-    budgets: str = "default",
-    alert_routes: str = "default",
+    ledger: BlockName = "default",
+    rate_card: BlockName = "default",
+    budgets: BlockName = "default",
+    alert_routes: BlockName = "default",
     statements_dir: Path = Path(".gpuflows/reports/statements"),  # noqa: B008 - an immutable default
 ) -> RollupSummary:
     """Recompute the daily rollup of the open days of a period: GPU-hours, customer cost, supplier payout,

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -206,6 +207,45 @@ def usage_capacity(nodes: Path, database: str) -> None:
     except GpuflowsError as exc:
         _fail(str(exc))
     click.echo(f"{nodes}: {written} node row(s) loaded")
+
+
+@cli.command()
+@click.option("--kind", help="flow-run-start, flow-run-end, ingest, rollup or close")
+@click.option("--flow", "flow_name", help="Flow name, e.g. billing-rollup")
+@click.option("--run", "flow_run_id", help="Flow run id")
+@click.option("--since", type=click.DateTime(), help="From this time (UTC)")
+@click.option("--until", type=click.DateTime(), help="Before this time (UTC)")
+@click.option("--limit", type=click.IntRange(1, 100_000), default=100, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line")
+@ledger_option
+def audit(
+    kind: str | None,
+    flow_name: str | None,
+    flow_run_id: str | None,
+    since: datetime | None,
+    until: datetime | None,
+    limit: int,
+    as_json: bool,
+    database: str,
+) -> None:
+    """The audit trail, newest first: flow runs (start, end, trigger, redacted parameters) and billing
+    changes (ingest, rollup, close with its adjustments)."""
+    from tasks.audit import AuditQuery, query
+    from tasks.ledger import connect
+
+    utc = lambda value: None if value is None else value.replace(tzinfo=UTC)  # noqa: E731
+    try:
+        rows = query(
+            connect(database), AuditQuery(kind, flow_name, flow_run_id, utc(since), utc(until), limit)
+        )
+    except GpuflowsError as exc:
+        _fail(str(exc))
+    for row in rows:
+        if as_json:
+            click.echo(json.dumps(row, default=str, sort_keys=True))
+            continue
+        who = " ".join(str(row[k]) for k in ("flow", "deployment", "trigger", "state") if row[k])
+        click.echo(f"{row['at']}  {row['kind']:<15} {who}  {json.dumps(row['detail'], default=str)}")
 
 
 @cli.command()

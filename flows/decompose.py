@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Annotated
 from uuid import UUID
 
 from prefect import flow, get_run_logger, task
@@ -19,8 +20,11 @@ from prefect.cache_policies import NO_CACHE
 from prefect.concurrency.sync import concurrency
 from prefect.futures import as_completed
 from prefect.task_runners import ThreadPoolTaskRunner
+from pydantic import Field
 
 from blocks.ollama import OllamaServer, host_limit_name
+from flows.audit_hooks import AUDITED
+from flows.parameters import BlockName
 from tasks.concurrency_limits import ensure_limit
 from tasks.decomposition import (
     AgentConfig,
@@ -101,12 +105,20 @@ def run_parts(
     return [records[k] for k in range(len(parts))]
 
 
-@flow(name="decompose", flow_run_name="decompose-{server}", validate_parameters=True)
+MAX_PROMPT_CHARS = 50_000_000  # ~12 M tokens; Prefect's own parameter size limit is what usually bites first
+
+
+@flow(
+    name="decompose",
+    flow_run_name="decompose-{server}",
+    validate_parameters=True,
+    **AUDITED,
+)
 def decompose(
-    prompt: str,
+    prompt: Annotated[str, Field(min_length=1, max_length=MAX_PROMPT_CHARS)],
     config: AgentConfig = AgentConfig(),  # noqa: B008 - pydantic model defaults are immutable (frozen)
-    server: str | None = "default",
-    instructions: str | None = None,
+    server: BlockName | None = "default",
+    instructions: Annotated[str, Field(max_length=200_000)] | None = None,
 ) -> DecompositionResult:
     """Answer a very large prompt with Ollama: split at semantic boundaries, answer sections concurrently
     (limit 3 per run and per host), and synthesise one answer. Leaves a Markdown artifact with the answer

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 from dataclasses import asdict
 from pathlib import Path
+from typing import Annotated
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
+from pydantic import Field
 
 from blocks.ledger import LedgerDatabase
+from flows.audit_hooks import AUDITED
+from flows.parameters import BlockName
 from tasks.ledger import IngestSummary, connect, ingest_file
 
 
@@ -21,8 +25,17 @@ def ingest(path: Path, source: str | None, ledger: str) -> IngestSummary:
 ingest_task = task(ingest, name="ingest-file", cache_policy=NO_CACHE)
 
 
-@flow(name="ingest-usage", flow_run_name="ingest-{path.name}", validate_parameters=True)
-def ingest_usage(path: Path, source: str | None = None, ledger: str = "default") -> IngestSummary:
+@flow(
+    name="ingest-usage",
+    flow_run_name="ingest-{path.name}",
+    validate_parameters=True,
+    **AUDITED,
+)
+def ingest_usage(
+    path: Path,
+    source: Annotated[str, Field(min_length=1, max_length=200)] | None = None,
+    ledger: BlockName = "default",
+) -> IngestSummary:
     """Ingest usage events: duplicates (same source + event id) skipped and counted, bad rows quarantined
     with their reason, the whole batch written atomically.
 

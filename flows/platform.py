@@ -43,6 +43,9 @@ def platform_env(port: int) -> dict[str, str]:
     env.setdefault("GPUFLOWS_CODE_DIR", str(PROJECT_DIR))
     if url := env.get("GPUFLOWS_DATABASE_URL"):
         env["PREFECT_API_DATABASE_CONNECTION_URL"] = url
+    # Basic auth on the API once a password is configured: the server demands it, every client sends it.
+    if auth := env.get("GPUFLOWS_API_AUTH_STRING") or env.get("PREFECT_SERVER_API_AUTH_STRING"):
+        env["PREFECT_SERVER_API_AUTH_STRING"] = env["PREFECT_API_AUTH_STRING"] = auth
     return env
 
 
@@ -113,6 +116,15 @@ def set_up(env: dict[str, str]) -> list[str]:
             except ObjectNotFound:
                 client.create_work_pool(WorkPoolCreate(name=name, type=kind, base_job_template=template))
             done.append(f"work pool {name} ({kind})")
+        for pool, queue, priority, limit in work_queues(env):
+            try:
+                existing = client.read_work_queue_by_name(queue, work_pool_name=pool)
+                client.update_work_queue(existing.id, priority=priority, concurrency_limit=limit)
+            except ObjectNotFound:
+                client.create_work_queue(
+                    queue, work_pool_name=pool, priority=priority, concurrency_limit=limit
+                )
+            done.append(f"work queue {pool}/{queue} (priority {priority}, limit {limit or 'none'})")
     OllamaServer.register_type_and_schema()
     try:
         server = OllamaServer.load("default")
@@ -141,6 +153,20 @@ def set_up(env: dict[str, str]) -> list[str]:
     volumes = ensure_demo_volumes(STATE_DIR / "volumes")
     done.append(f"demo training volumes in {volumes.relative_to(PROJECT_DIR)} (tiny-qwen, demo-chat.jsonl)")
     return done
+
+
+def work_queues(env: dict[str, str]) -> list[tuple[str, str, int, int | None]]:
+    """(pool, queue, priority, concurrency limit): 1 is served first. Billing is short and about money;
+    a decomposition has someone waiting; the forecast and the CPU training demo are batch work. The GPU
+    pool runs one training at a time: there is one RTX 5090."""
+    process, gpu = env["GPUFLOWS_PROCESS_POOL"], env["GPUFLOWS_GPU_POOL"]
+    return [
+        (process, "billing", 1, None),
+        (process, "decomposition", 2, None),
+        (process, "forecast", 3, 1),
+        (process, "training", 4, 1),
+        (gpu, "training", 1, 1),
+    ]
 
 
 def ensure_block(block_class: Any, make: Any) -> str:
@@ -239,7 +265,16 @@ def run_platform(port: int = 4200, start_worker: bool = True) -> None:
     signal.signal(signal.SIGTERM, _stop)
     env = platform_env(port)
     os.environ.update(
-        {k: env[k] for k in ("PREFECT_HOME", "PREFECT_API_URL", "PREFECT_SERVER_ANALYTICS_ENABLED")}
+        {
+            k: env[k]
+            for k in (
+                "PREFECT_HOME",
+                "PREFECT_API_URL",
+                "PREFECT_SERVER_ANALYTICS_ENABLED",
+                "PREFECT_API_AUTH_STRING",
+            )
+            if k in env
+        }
     )
     children: list[subprocess.Popen[bytes]] = []
     if server_is_up(port):

@@ -17,6 +17,8 @@ from prefect.runtime import flow_run
 from pydantic import Field
 
 from blocks.ledger import LedgerDatabase
+from flows.audit_hooks import AUDITED
+from flows.parameters import BlockName
 from tasks.trainer import LengthStats, TrainConfig, TrainResult, check_training_inputs, planned_steps
 from tasks.training_job import run_trainer
 from tasks.training_usage import record_training_usage
@@ -91,6 +93,7 @@ def record_usage_task(
     retries=3,
     retry_delay_seconds=60,
     validate_parameters=True,
+    **AUDITED,
 )
 def train_model(
     config: TrainConfig,
@@ -99,7 +102,7 @@ def train_model(
     gpu_type: GpuType | None = None,
     gpu_count: Annotated[float, Field(gt=0, le=8)] = 1,
     supplier: Annotated[str, Field(min_length=1, max_length=200)] = "homelab",
-    ledger: str = "default",
+    ledger: BlockName = "default",
 ) -> TrainResult:
     """QLoRA fine-tuning (4-bit NF4, LoRA, TRL SFTTrainer) of a Qwen-family model on one GPU.
 

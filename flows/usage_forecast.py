@@ -17,6 +17,8 @@ from blocks.alert_routes import AlertRoutes
 from blocks.budgets import Budgets
 from blocks.ledger import LedgerDatabase
 from blocks.rate_card import RateCard
+from flows.audit_hooks import AUDITED
+from flows.parameters import BlockName, IsoDateTime
 from tasks.alerts import Alert, AlertDeliveryError, send_alert
 from tasks.budgets import BudgetLine
 from tasks.forecast_alerts import Decided, store_forecasts
@@ -121,16 +123,21 @@ def reports_task(
     return len(customers), len(suppliers), paced
 
 
-@flow(name="usage-forecast", flow_run_name="forecast-{horizon_hours}h", validate_parameters=True)
+@flow(
+    name="usage-forecast",
+    flow_run_name="forecast-{horizon_hours}h",
+    validate_parameters=True,
+    **AUDITED,
+)
 def usage_forecast(
     horizon_hours: Annotated[int, Field(ge=1, le=168)] = 24,
-    as_of: datetime | None = None,
+    as_of: IsoDateTime | None = None,
     history_days: Annotated[int, Field(ge=2, le=90)] = 28,
     report_customers: Annotated[int, Field(ge=0, le=500)] = 20,
-    ledger: str = "default",
-    rate_card: str = "default",
-    budgets: str = "default",
-    alert_routes: str = "default",
+    ledger: BlockName = "default",
+    rate_card: BlockName = "default",
+    budgets: BlockName = "default",
+    alert_routes: BlockName = "default",
     reports_dir: Path = Path(".gpuflows/reports/forecast"),  # noqa: B008 - an immutable default
 ) -> ForecastSummary:
     """Forecast GPU usage per customer, supplier, GPU type and in total; report to customers and suppliers;

@@ -87,13 +87,16 @@ def send_alert(
             "add Apprise URLs to the AlertRoutes block"
         )
     secrets = set().union(*(secret_parts(u) for c in routed for u in channels[c]))
-    log = logging.getLogger("apprise")
+    # Apprise logs its URLs; urllib3 (under Apprise's HTTP plugins) logs request paths, where tokens live.
+    logs = [logging.getLogger(name) for name in ("apprise", "urllib3.connectionpool")]
     redact = Redact(secrets)
-    log.addFilter(redact)
+    for log in logs:
+        log.addFilter(redact)
     try:
         deliveries = [_deliver(alert, channel, channels[channel], attempts, backoff_s) for channel in routed]
     finally:
-        log.removeFilter(redact)
+        for log in logs:
+            log.removeFilter(redact)
     failed = [d.channel for d in deliveries if not d.delivered]
     if failed:
         raise AlertDeliveryError(

@@ -73,6 +73,15 @@ def month_bounds(day: date) -> tuple[date, date]:
     return first, following - timedelta(days=1)
 
 
+def claim_lock(connection: sa.Connection, key: str, table: sa.Table) -> None:
+    """One claimer of `key` at a time: a transaction-scoped advisory lock on PostgreSQL; on SQLite, a
+    no-op write that takes the database's write lock before anything is read."""
+    if connection.dialect.name == "postgresql":
+        connection.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext(:key))"), {"key": key})
+    else:
+        connection.execute(table.delete().where(sa.false()))
+
+
 def month_spend(connection: sa.Connection, budget: BudgetLine, month: date) -> Decimal:
     first, last = month_bounds(month)
     total = Decimal(0)
@@ -142,13 +151,7 @@ def _claim(
     a = budget_alerts.c
     project = budget.project or WHOLE_CUSTOMER
     with engine.begin() as connection:
-        if connection.dialect.name == "postgresql":  # one claimer per budget at a time
-            connection.execute(
-                sa.text("SELECT pg_advisory_xact_lock(hashtext(:key))"),
-                {"key": f"budget:{budget.customer}:{project}:{month}"},
-            )
-        else:  # SQLite: take the write lock before reading
-            connection.execute(budget_alerts.delete().where(sa.false()))
+        claim_lock(connection, f"budget:{budget.customer}:{project}:{month}", budget_alerts)
         spend = month_spend(connection, budget, month)
         crossed = [t for t in thresholds if spend * 100 >= budget.monthly_amount * t]
         if not crossed:

@@ -15,7 +15,7 @@ import numpy as np
 import sqlalchemy as sa
 
 from tasks.alerts import Alert, AlertDeliveryError, Urgency
-from tasks.budgets import STALE_CLAIM, BudgetLine
+from tasks.budgets import STALE_CLAIM, BudgetLine, claim_lock
 from tasks.forecasting import SeriesForecast
 from tasks.ledger import metadata
 
@@ -184,12 +184,7 @@ def _claim(engine: sa.Engine, kind: str, scope: str, period: str, urgency: Urgen
     a = forecast_alerts.c
     now = datetime.now(UTC)
     with engine.begin() as connection:
-        if connection.dialect.name == "postgresql":
-            connection.execute(
-                sa.text("SELECT pg_advisory_xact_lock(hashtext(:key))"), {"key": f"{kind}:{scope}:{period}"}
-            )
-        else:  # SQLite: take the write lock before reading
-            connection.execute(forecast_alerts.delete().where(sa.false()))
+        claim_lock(connection, f"{kind}:{scope}:{period}", forecast_alerts)
         row = connection.execute(
             sa.select(a.status, a.recorded_at).where(a.kind == kind, a.scope == scope, a.period == period)
         ).first()

@@ -351,6 +351,21 @@ def ingest_rows(
             .where(ingest_batches.c.id == batch_id)
             .values(inserted=inserted, duplicates=duplicates)
         )
+        from tasks.audit import record  # the audit module builds on this one
+
+        record(
+            connection,
+            "ingest",
+            {
+                "batch_id": batch_id,
+                "file": path,
+                "source": source,
+                "rows": rows,
+                "inserted": inserted,
+                "duplicates": duplicates,
+                "quarantined": len(rejected),
+            },
+        )
     reasons: dict[str, int] = {}
     for r in rejected:
         kind = r.reason.split(":")[0].split(" '")[0]

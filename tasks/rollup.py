@@ -29,6 +29,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from tasks.audit import record
 from tasks.capacity import capacity_hours
 from tasks.errors import GpuflowsError
 from tasks.ledger import (
@@ -428,7 +429,23 @@ def rollup_days(
             late = late_usage(connection, closed[1], None, open_day)
             priced.adjustments = price_adjustments(late, open_day, rates, currency, now, final=False)
             _replace_adjustments(connection, open_day, priced.adjustments)
-    return _summary(first_day, last_day, lo, priced, currency)
+        summary = _summary(first_day, last_day, lo, priced, currency)
+        record(
+            connection,
+            "rollup",
+            {
+                "first_day": first_day,
+                "last_day": last_day,
+                "recomputed_days": summary.recomputed_days,
+                "closed_days_skipped": summary.closed_days_skipped,
+                "customer_cost": summary.customer_cost,
+                "supplier_payout": summary.supplier_payout,
+                "adjustment_rows": summary.adjustment_rows,
+                "adjustments_cost": summary.adjustments_cost,
+                "currency": currency,
+            },
+        )
+    return summary
 
 
 def close_through(
@@ -462,6 +479,18 @@ def close_through(
                 adjusted = price_adjustments(late, day, rates, currency, now, final=True)
             _replace_adjustments(connection, day, adjusted)
             connection.execute(periods.insert().values(day=day, closed_at=now, last_batch_id=up_to))
+            record(
+                connection,
+                "close",
+                {
+                    "day": day,
+                    "last_batch_id": up_to,
+                    "customer_cost": sum((r["customer_cost"] for r in priced.customers), Decimal(0)),
+                    "adjustment_rows": len(adjusted),
+                    "adjustments_cost": sum((r["customer_cost"] for r in adjusted), Decimal(0)),
+                    "currency": currency,
+                },
+            )
             done.append(
                 ClosedPeriod(
                     day,
@@ -503,37 +532,27 @@ def _summary(first: date, last: date, lo: date, priced: _Priced, currency: str) 
 # ------------------------------------------------------------------------------------------------ reading
 
 
-def customer_rows(engine: sa.Engine, first_day: date, last_day: date) -> list[dict[str, Any]]:
-    c = customer_daily.c
-    query = (
-        sa.select(customer_daily)
-        .where(c.day.between(first_day, last_day))
-        .order_by(c.day, c.customer, c.project, c.gpu_type)
-    )
+def _rows(
+    engine: sa.Engine, table: sa.Table, day: str, first: date, last: date, order: tuple[str, ...]
+) -> list[dict[str, Any]]:
+    query = sa.select(table).where(table.c[day].between(first, last)).order_by(*(table.c[o] for o in order))
     with engine.connect() as connection:
         return [dict(row._mapping) for row in connection.execute(query)]
+
+
+def customer_rows(engine: sa.Engine, first_day: date, last_day: date) -> list[dict[str, Any]]:
+    return _rows(
+        engine, customer_daily, "day", first_day, last_day, ("day", "customer", "project", "gpu_type")
+    )
 
 
 def supplier_rows(engine: sa.Engine, first_day: date, last_day: date) -> list[dict[str, Any]]:
-    c = supplier_daily.c
-    query = (
-        sa.select(supplier_daily)
-        .where(c.day.between(first_day, last_day))
-        .order_by(c.day, c.supplier, c.gpu_type)
-    )
-    with engine.connect() as connection:
-        return [dict(row._mapping) for row in connection.execute(query)]
+    return _rows(engine, supplier_daily, "day", first_day, last_day, ("day", "supplier", "gpu_type"))
 
 
 def adjustment_rows(engine: sa.Engine, first_day: date, last_day: date) -> list[dict[str, Any]]:
-    a = adjustments.c
-    query = (
-        sa.select(adjustments)
-        .where(a.billed_day.between(first_day, last_day))
-        .order_by(a.billed_day, a.customer, a.usage_day, a.project, a.gpu_type, a.supplier)
-    )
-    with engine.connect() as connection:
-        return [dict(row._mapping) for row in connection.execute(query)]
+    order = ("billed_day", "customer", "usage_day", "project", "gpu_type", "supplier")
+    return _rows(engine, adjustments, "billed_day", first_day, last_day, order)
 
 
 def billed_total(engine: sa.Engine, first_day: date, last_day: date) -> Decimal:

@@ -51,6 +51,11 @@ def test_set_up_is_idempotent_and_keeps_operator_edits(env: dict[str, str]) -> N
     assert gpu.type == "kubernetes"
     committed = json.loads((PROJECT_DIR / "k8s" / "work-pools" / "rtx5090.json").read_text())
     assert gpu.base_job_template == committed
+    with get_client(sync_client=True) as client:
+        queues = {q.name: q for q in client.read_work_queues(work_pool_name="local")}
+        gpu_training = client.read_work_queue_by_name("training", work_pool_name="rtx5090")
+    assert [queues[q].priority for q in ("billing", "decomposition", "forecast", "training")] == [1, 2, 3, 4]
+    assert (gpu_training.priority, gpu_training.concurrency_limit) == (1, 1)
 
 
 def test_ollama_host_is_read_as_ollama_reads_it() -> None:
@@ -90,6 +95,16 @@ def test_deployment_runs_from_the_api_on_the_process_worker(deployed: dict[str, 
             finished = client.read_flow_run(flow_run.id)
         assert finished.state is not None and finished.state.is_completed(), worker.stdout[-3000:]
         assert len(ollama.chat_requests()) >= 2
+    from blocks.ledger import LedgerDatabase
+    from tasks.audit import AuditQuery, query
+    from tasks.ledger import connect
+
+    ledger = connect(LedgerDatabase.load("default").url.get_secret_value())
+    trail = query(ledger, AuditQuery(flow_run_id=str(flow_run.id)))
+    assert [(r["kind"], r["trigger"], r["deployment"]) for r in reversed(trail)] == [
+        ("flow-run-start", "deployment", "decompose/on-demand"),
+        ("flow-run-end", "deployment", "decompose/on-demand"),
+    ]
 
 
 def test_a_bad_parameter_is_rejected_before_any_work(deployed: dict[str, str], prefect_server: str) -> None:
@@ -101,3 +116,25 @@ def test_a_bad_parameter_is_rejected_before_any_work(deployed: dict[str, str], p
     )
     assert response.status_code == 409
     assert "config.max_parallel_tasks" in response.text and "less than the minimum of 1" in response.text
+
+
+@pytest.mark.parametrize(
+    ("deployment", "parameters", "named"),
+    [
+        ("billing-rollup/scheduled", {"grace_hours": -1}, "grace_hours"),
+        ("billing-rollup/scheduled", {"first_day": "yesterday"}, "first_day"),
+        ("usage-forecast/daily", {"horizon_hours": 0}, "horizon_hours"),
+        ("usage-forecast/daily", {"history_days": 1000}, "history_days"),
+        ("train/rtx5090", {"gpu_type": "tpu"}, "gpu_type"),
+        ("train/rtx5090", {"gpu_count": 0}, "gpu_count"),
+    ],
+)
+def test_every_deployment_checks_its_parameters_before_work(
+    deployed: dict[str, str], prefect_server: str, deployment: str, parameters: dict, named: str
+) -> None:
+    with get_client(sync_client=True) as client:
+        target = client.read_deployment_by_name(deployment)
+    response = httpx.post(
+        f"{prefect_server}/deployments/{target.id}/create_flow_run", json={"parameters": parameters}
+    )
+    assert response.status_code == 409 and named in response.text, response.text[:500]

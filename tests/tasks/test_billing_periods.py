@@ -9,7 +9,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-from collections.abc import Iterator
 from datetime import date
 from decimal import Decimal
 from pathlib import Path
@@ -21,7 +20,7 @@ import sqlalchemy as sa
 from blocks.rate_card import DEFAULT_RATES
 from tasks.capacity import load_capacity, read_capacity
 from tasks.errors import InputError
-from tasks.ledger import connect, ingest_file
+from tasks.ledger import ingest_file
 from tasks.rollup import (
     adjustment_rows,
     billed_total,
@@ -32,26 +31,9 @@ from tasks.rollup import (
     split_by_day,
     supplier_rows,
 )
-from tests.postgres import fresh_database
 
 RATES = rates_from(DEFAULT_RATES)
 MAY_1, MAY_2, MAY_3 = date(2026, 5, 1), date(2026, 5, 2), date(2026, 5, 3)
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path}/ledger.db"
-        return
-    with fresh_database("gpuflows_periods") as dsn:
-        yield dsn.replace("postgresql://", "postgresql+psycopg://", 1)
-
-
-@pytest.fixture
-def engine(url: str) -> Iterator[sa.Engine]:
-    engine = connect(url)
-    yield engine
-    engine.dispose()
 
 
 def event(i: int, start: str, end: str, **overrides: Any) -> dict[str, Any]:
@@ -207,7 +189,7 @@ KILLER = textwrap.dedent(
 
 
 def test_a_rollup_killed_between_writes_then_rerun_gives_identical_totals(
-    url: str, engine: sa.Engine, tmp_path: Path
+    ledger_url: str, engine: sa.Engine, tmp_path: Path
 ) -> None:
     load(
         engine,
@@ -227,7 +209,10 @@ def test_a_rollup_killed_between_writes_then_rerun_gives_identical_totals(
     reference = strip(customer_rows(engine, MAY_1, MAY_3))
     load(engine, tmp_path, event(999, "2026-05-02T05:00:00Z", "2026-05-02T06:00:00Z"))  # changes the rows
     killed = subprocess.run(
-        [sys.executable, "-c", KILLER, url], cwd=Path(__file__).parents[2], capture_output=True, text=True
+        [sys.executable, "-c", KILLER, ledger_url],
+        cwd=Path(__file__).parents[2],
+        capture_output=True,
+        text=True,
     )
     assert killed.returncode == -signal.SIGKILL, killed.stderr
     assert strip(customer_rows(engine, MAY_1, MAY_3)) == reference, "the killed run left no trace"

@@ -17,25 +17,13 @@ from blocks.budgets import Budgets
 from blocks.rate_card import DEFAULT_RATES
 from tasks.alerts import AlertDeliveryError, send_alert
 from tasks.budgets import BudgetLine, check_budgets, recorded_alerts
-from tasks.ledger import connect, ingest_file
+from tasks.ledger import ingest_file
 from tasks.rollup import rates_from, rollup_days
-from tests.postgres import fresh_database
 from tests.standins.receivers import HttpReceiver, http_receiver
 
 RATES = rates_from(DEFAULT_RATES)
 MAY = date(2026, 5, 1)
 ACME = BudgetLine("acme", None, Decimal("10.00"))
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[sa.Engine]:
-    if request.param == "sqlite":
-        yield connect(f"sqlite:///{tmp_path}/ledger.db")
-        return
-    with fresh_database("gpuflows_budgets") as dsn:
-        engine = connect(dsn.replace("postgresql://", "postgresql+psycopg://", 1))
-        yield engine
-        engine.dispose()
 
 
 @pytest.fixture

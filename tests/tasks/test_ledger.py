@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -13,18 +12,6 @@ import sqlalchemy as sa
 
 from tasks.errors import InputError
 from tasks.ledger import connect, count_events, ingest_batches, ingest_file, quarantined, usage_events
-from tests.postgres import fresh_database
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[sa.Engine]:
-    if request.param == "sqlite":
-        yield connect(f"sqlite:///{tmp_path}/ledger.db")
-        return
-    with fresh_database("gpuflows_ledger") as dsn:
-        engine = connect(dsn.replace("postgresql://", "postgresql+psycopg://", 1))
-        yield engine
-        engine.dispose()
 
 
 def event(i: int, **overrides: Any) -> dict[str, Any]:

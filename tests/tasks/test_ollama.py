@@ -215,4 +215,5 @@ def test_queue_beyond_num_parallel_waits_and_beyond_max_queue_is_busy() -> None:
 
 
 def test_display_host_never_shows_credentials_or_paths() -> None:
-    assert display_host("http://user:secret@gpu-box:11434/api") == "http://gpu-box:11434"
+    with_credentials = "http://user:secret@gpu-box:11434/api"  # pragma: allowlist secret
+    assert display_host(with_credentials) == "http://gpu-box:11434"

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Iterator
 from datetime import date
 from decimal import Decimal
 from pathlib import Path
@@ -20,17 +19,6 @@ from tests.postgres import fresh_database
 
 RATES = rates_from(DEFAULT_RATES)
 MAY_1, MAY_2 = date(2026, 5, 1), date(2026, 5, 2)
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[sa.Engine]:
-    if request.param == "sqlite":
-        yield connect(f"sqlite:///{tmp_path}/ledger.db")
-        return
-    with fresh_database("gpuflows_rollup") as dsn:
-        engine = connect(dsn.replace("postgresql://", "postgresql+psycopg://", 1))
-        yield engine
-        engine.dispose()
 
 
 def event(i: int, **overrides: Any) -> dict[str, Any]:
