@@ -166,3 +166,24 @@ def test_usage_capacity_loads_nodes_and_names_a_bad_line(runner: CliRunner, tmp_
     )
     failed = runner.invoke(cli, ["usage", "capacity", str(bad), *database])
     assert failed.exit_code == 1 and f"{bad}, line 2: gpu_count must be positive" in failed.output
+
+
+def test_audit_lists_billing_changes_with_filters(runner: CliRunner, tmp_path: Path) -> None:
+    database = ["--database", f"sqlite:///{tmp_path}/l.db"]
+    usage = tmp_path / "u.jsonl"
+    usage.write_text(
+        '{"event_id": "e1", "customer": "acme", "project": "p", "supplier": "s", "gpu_type": "a100",'
+        ' "gpu_count": 1, "start": "2026-05-01T10:00:00Z", "end": "2026-05-01T11:00:00Z"}\n'
+    )
+    assert runner.invoke(cli, ["usage", "ingest", str(usage), *database]).exit_code == 0
+    listed = runner.invoke(cli, ["audit", "--kind", "ingest", "--json", *database])
+    [line] = listed.stdout.splitlines()
+    record = json.loads(line)
+    assert (record["kind"], record["detail"]["inserted"], record["detail"]["source"]) == (
+        "ingest",
+        1,
+        "u.jsonl",
+    )
+    assert runner.invoke(cli, ["audit", "--kind", "rollup", *database]).stdout == ""
+    future = runner.invoke(cli, ["audit", "--since", "2999-01-01", *database])
+    assert future.exit_code == 0 and future.stdout == ""
