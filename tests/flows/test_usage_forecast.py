@@ -110,3 +110,19 @@ def _customer_days(engine, customer: str) -> list:  # noqa: ANN001
         return connection.execute(
             sa.select(customer_daily).where(customer_daily.c.customer == customer)
         ).all()
+
+
+def test_a_window_without_usage_forecasts_nothing_and_says_so(tmp_path: Path, prefect_server: str) -> None:
+    """The daily schedule on a ledger whose usage is all older than the window (the demo's slices)."""
+    LedgerDatabase(url=f"sqlite:///{tmp_path}/ledger.db").save("fc-empty", overwrite=True)
+    RateCard().save("fc-empty", overwrite=True)
+    Budgets().save("fc-empty", overwrite=True)
+    summary = usage_forecast(
+        as_of=datetime(2030, 1, 1, tzinfo=UTC),
+        reports_dir=tmp_path / "r",
+        ledger="fc-empty",
+        rate_card="fc-empty",
+        budgets="fc-empty",
+        alert_routes="fc-empty",
+    )
+    assert (summary.series, summary.customer_reports, summary.anomalies) == (0, 0, 0)
