@@ -194,7 +194,9 @@ class Fitted:
                 initialization_method="heuristic",
             )
             if previous is None:
-                return model.fit()
+                return model.fit(
+                    use_brute=False
+                )  # the grid search of starting values costs more than it gains
             p = previous.params  # type: ignore[attr-defined]
             return model.fit(
                 smoothing_level=p["smoothing_level"],
@@ -209,12 +211,15 @@ class Fitted:
                 return SARIMAX(series, exog=exog, order=(1, 0, 0), trend="c").fit(disp=False, maxiter=50)
             return previous.apply(series, exog=exog)  # type: ignore[attr-defined]
         if self.name == "stl_ets":
-            return STLForecast(
-                series,
-                ETSModel,
-                model_kwargs={"error": "add", "trend": "add", "damped_trend": True},
-                period=m,
-            ).fit(fit_kwargs={"disp": False})
+            model_kwargs = {
+                "error": "add",
+                "trend": "add",
+                "damped_trend": True,
+                "initialization_method": "heuristic",  # no initial states to estimate: faster refits
+            }
+            return STLForecast(series, ETSModel, model_kwargs=model_kwargs, period=m).fit(
+                fit_kwargs={"disp": False}
+            )
         raise ValueError(f"unknown model {self.name}")
 
     def forecast_from(self, y: np.ndarray, h: int) -> Forecast:
