@@ -102,7 +102,7 @@ def free_port() -> int:
 
 
 def on_server(backend: str, database_url: str | None) -> list[tuple[float, float]]:
-    from flows.platform import PROJECT_DIR, platform_env, start_server
+    from flows.bootstrap import PROJECT_DIR, platform_env, start_server
 
     port = free_port()
     home = tempfile.mkdtemp(prefix=f"gpuflows-bench-{backend}-")

@@ -132,7 +132,7 @@ def decompose(
 @click.option("--setup-only", is_flag=True, help="Set up and deploy, then exit (stops a server it started)")
 def up(port: int, setup_only: bool) -> None:
     """Start the platform on the embedded default: Prefect server, pools, blocks, deployments, worker."""
-    from flows.platform import run_platform
+    from flows.bootstrap import run_platform
 
     try:
         run_platform(port=port, start_worker=not setup_only)
@@ -253,7 +253,7 @@ def deploy() -> None:
     """Register every deployment in prefect.yaml with the configured Prefect server (PREFECT_API_URL)."""
     import os
 
-    from flows.platform import deploy as deploy_all
+    from flows.bootstrap import deploy as deploy_all
 
     try:
         deploy_all(dict(os.environ))

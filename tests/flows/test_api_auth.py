@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from flows.platform import platform_env, start_server
+from flows.bootstrap import platform_env, start_server
 
 AUTH = "operator:c0rrect-h0rse-battery-staple"  # pragma: allowlist secret
 

@@ -13,7 +13,7 @@ import asyncpg
 import httpx
 import pytest
 
-from flows.platform import PROJECT_DIR, platform_env, start_server
+from flows.bootstrap import PROJECT_DIR, platform_env, start_server
 from tests.conftest import MODEL
 from tests.postgres import fresh_database
 from tests.standins.ollama import StandinOllama

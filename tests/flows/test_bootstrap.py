@@ -15,7 +15,7 @@ from prefect.client.orchestration import get_client
 from prefect.deployments import run_deployment
 
 from blocks.ollama import OllamaServer
-from flows.platform import PROJECT_DIR, deploy, ollama_host_from_env, platform_env, set_up
+from flows.bootstrap import PROJECT_DIR, deploy, ollama_host_from_env, platform_env, set_up
 from tests.builders import marked_document
 from tests.conftest import MODEL
 from tests.standins.ollama import StandinOllama
@@ -138,3 +138,29 @@ def test_every_deployment_checks_its_parameters_before_work(
         f"{prefect_server}/deployments/{target.id}/create_flow_run", json={"parameters": parameters}
     )
     assert response.status_code == 409 and named in response.text, response.text[:500]
+
+
+def test_no_module_shadows_the_standard_library() -> None:
+    """Prefect puts a flow file's folder on sys.path, and processes spawned from a flow run inherit it: a
+    flows/platform.py once replaced the stdlib `platform` there and broke the forecast's worker pool."""
+    for folder in ("flows", "tasks", "blocks"):
+        names = {p.stem for p in (PROJECT_DIR / folder).glob("*.py")}
+        assert not names & set(sys.stdlib_module_names), folder
+
+
+def test_the_forecast_runs_on_the_process_worker(deployed: dict[str, str], tmp_path: Path) -> None:
+    """As `make up` runs it: from a deployment, in a worker's subprocess, fitting on spawned processes."""
+    parameters = {"as_of": "2020-05-25T00:00:00Z", "report_customers": 1, "reports_dir": str(tmp_path)}
+    flow_run = run_deployment("usage-forecast/daily", parameters=parameters, timeout=0)
+    worker = subprocess.run(
+        [sys.executable, "-m", "prefect", "worker", "start", "--pool", "local", "--run-once"],
+        cwd=tmp_path,
+        env=deployed,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    with get_client(sync_client=True) as client:
+        finished = client.read_flow_run(flow_run.id)
+    assert finished.state is not None and finished.state.is_completed(), worker.stdout[-3000:]
+    assert list((tmp_path / "suppliers").glob("supplier-forecast-*.csv"))
