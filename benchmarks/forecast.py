@@ -31,7 +31,6 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data" / "helios-vc"
 SLICES = ROOT / "tests" / "data" / "forecast"
 HORIZON, ORIGINS = 24, 7
-SELECTION_ORIGINS = int(__import__("os").environ.get("GPUFLOWS_SELECTION_ORIGINS", "7"))
 
 
 def clusters() -> dict[str, Path]:
@@ -74,7 +73,7 @@ def evaluate(item: tuple[str, np.ndarray]) -> SeriesScore:
         history = clean(y[:cut], 24)
         scale = mase_scale(history.values, history.observed, 24)
         began = time.process_time()
-        auto = forecast_series(name, y[:cut], 24, HORIZON, origins=SELECTION_ORIGINS)
+        auto = forecast_series(name, y[:cut], 24, HORIZON, origins=ORIGINS)
         seconds += time.process_time() - began
         chosen.append(auto.model)
         forecasts = {"auto": auto.forecast}

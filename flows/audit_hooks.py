@@ -44,13 +44,12 @@ def _deployment_name(flow: Any, flow_run: Any) -> str | None:
 
 
 def _write(flow: Any, flow_run: Any, state: Any, kind: str) -> None:
-    from blocks.ledger import LedgerDatabase
+    from flows.resources import ledger_engine
     from tasks.audit import record
-    from tasks.ledger import connect
 
     block = os.environ.get("GPUFLOWS_AUDIT_LEDGER", "default")
     try:
-        engine = connect(LedgerDatabase.load(block).url.get_secret_value())
+        engine = ledger_engine(block)
     except ValueError:
         logger.error("audit: no LedgerDatabase block %r; %s of %s not recorded", block, kind, flow_run.name)
         return
@@ -87,8 +86,8 @@ def on_end(flow: Any, flow_run: Any, state: Any) -> None:
 
 def on_failure(flow: Any, flow_run: Any, state: Any) -> None:
     on_end(flow, flow_run, state)
-    from blocks.alert_routes import AlertRoutes
-    from tasks.alerts import Alert, send_alert
+    from flows.resources import alert_sender
+    from tasks.alerts import Alert
     from tasks.audit import redact
 
     routes = os.environ.get("GPUFLOWS_ALERT_ROUTES", "default")
@@ -99,7 +98,7 @@ def on_failure(flow: Any, flow_run: Any, state: Any) -> None:
         f"{flow.name} run {flow_run.name} ({flow_run.id}) ended {state.type.value}: {message}",
     )
     try:
-        send_alert(alert, AlertRoutes.load(routes).channels(), attempts=3, backoff_s=1.0)
+        alert_sender(routes, attempts=3, backoff_s=1.0)(alert)
     except Exception:
         logger.exception("ALERT NOT SENT: %s of %s is %s", flow.name, flow_run.name, state.type.value)
 

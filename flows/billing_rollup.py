@@ -16,15 +16,12 @@ from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
 from pydantic import Field
 
-from blocks.alert_routes import AlertRoutes
 from blocks.budgets import Budgets
-from blocks.ledger import LedgerDatabase
 from blocks.rate_card import RateCard
 from flows.audit_hooks import AUDITED
 from flows.parameters import BlockName, IsoDate
-from tasks.alerts import Alert, send_alert
+from flows.resources import alert_sender, ledger_engine
 from tasks.budgets import BudgetAlert, BudgetLine, check_budgets, month_bounds
-from tasks.ledger import connect
 from tasks.rollup import (
     ClosedPeriod,
     RollupSummary,
@@ -40,14 +37,14 @@ from tasks.statements import write_statements
 
 def close_due_periods(grace_hours: int, ledger: str, rate_card: str) -> list[ClosedPeriod]:
     card = RateCard.load(rate_card)
-    engine = connect(LedgerDatabase.load(ledger).url.get_secret_value())
+    engine = ledger_engine(ledger)
     through = due_for_close(datetime.now(UTC), timedelta(hours=grace_hours))
     return close_through(engine, through, rates_from(card.rates), card.currency)
 
 
 def roll_up(first_day: date, last_day: date, ledger: str, rate_card: str) -> RollupSummary:
     card = RateCard.load(rate_card)
-    engine = connect(LedgerDatabase.load(ledger).url.get_secret_value())
+    engine = ledger_engine(ledger)
     return rollup_days(engine, first_day, last_day, rates_from(card.rates), card.currency)
 
 
@@ -58,12 +55,10 @@ def alert_on_budgets(
     if not policy.budgets:
         return []
     lines = [BudgetLine(b.customer, b.project, b.monthly_amount) for b in policy.budgets]
-    engine = connect(LedgerDatabase.load(ledger).url.get_secret_value())
+    engine = ledger_engine(ledger)
     currency = RateCard.load(rate_card).currency
 
-    def send(alert: Alert) -> None:  # routes are loaded only when an alert is due
-        send_alert(alert, AlertRoutes.load(alert_routes).channels())
-
+    send = alert_sender(alert_routes)
     decided: list[BudgetAlert] = []
     for month in months:
         decided += check_budgets(engine, lines, policy.thresholds, month, currency, send)
@@ -71,7 +66,7 @@ def alert_on_budgets(
 
 
 def statements(first_day: date, last_day: date, ledger: str, out_dir: Path) -> list[dict]:
-    engine = connect(LedgerDatabase.load(ledger).url.get_secret_value())
+    engine = ledger_engine(ledger)
     rows = customer_rows(engine, first_day, last_day)
     write_statements(rows, out_dir, first_day, last_day, adjustment_rows(engine, first_day, last_day))
     return rows

@@ -11,15 +11,14 @@ from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
 from pydantic import Field
 
-from blocks.ledger import LedgerDatabase
 from flows.audit_hooks import AUDITED
 from flows.parameters import BlockName
-from tasks.ledger import IngestSummary, connect, ingest_file
+from flows.resources import ledger_engine
+from tasks.ledger import IngestSummary, ingest_file
 
 
 def ingest(path: Path, source: str | None, ledger: str) -> IngestSummary:
-    url = LedgerDatabase.load(ledger).url.get_secret_value()
-    return ingest_file(connect(url), path, source)
+    return ingest_file(ledger_engine(ledger), path, source)
 
 
 ingest_task = task(ingest, name="ingest-file", cache_policy=NO_CACHE)

@@ -13,13 +13,12 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 from pydantic import Field
 
-from blocks.alert_routes import AlertRoutes
 from blocks.budgets import Budgets
-from blocks.ledger import LedgerDatabase
 from blocks.rate_card import RateCard
 from flows.audit_hooks import AUDITED
 from flows.parameters import BlockName, IsoDateTime
-from tasks.alerts import Alert, AlertDeliveryError, send_alert
+from flows.resources import alert_sender, ledger_engine
+from tasks.alerts import AlertDeliveryError
 from tasks.budgets import BudgetLine
 from tasks.forecast_alerts import Decided, store_forecasts
 from tasks.forecast_reports import (
@@ -34,15 +33,13 @@ from tasks.forecast_run import (
     alert_anomalies,
     alert_pace,
     customer_outlooks,
-    floor_hour,
     plan_jobs,
     supplier_outlooks,
 )
 from tasks.forecasting import SeriesForecast, forecast_many
-from tasks.ledger import connect
 from tasks.rollup import rates_from
 from tasks.statements import safe_name
-from tasks.usage_series import WindowUsage, hourly_series
+from tasks.usage_series import WindowUsage, floor_hour, hourly_series
 
 
 def artifact_key(prefix: str, owner: str) -> str:
@@ -50,20 +47,9 @@ def artifact_key(prefix: str, owner: str) -> str:
     return f"{prefix}-{safe_name(owner).lower().replace('_', '-').replace('.', '-')}"[:100]
 
 
-def _engine(ledger: str):  # noqa: ANN202 - an Engine
-    return connect(LedgerDatabase.load(ledger).url.get_secret_value())
-
-
-def _sender(alert_routes: str):  # noqa: ANN202 - a callable
-    def send(alert: Alert) -> None:  # routes are loaded only when an alert is due
-        send_alert(alert, AlertRoutes.load(alert_routes).channels())
-
-    return send
-
-
 @task(name="build-series", cache_policy=NO_CACHE)
 def build_series_task(ledger: str, as_of: datetime, history_days: int) -> WindowUsage:
-    return hourly_series(_engine(ledger), as_of - timedelta(days=history_days), as_of)
+    return hourly_series(ledger_engine(ledger), as_of - timedelta(days=history_days), as_of)
 
 
 @task(name="fit-and-forecast", cache_policy=NO_CACHE)
@@ -73,12 +59,12 @@ def forecast_task(window: WindowUsage, as_of: datetime, horizon: int) -> list[Se
 
 @task(name="check-anomalies", cache_policy=NO_CACHE)
 def anomalies_task(ledger: str, window: WindowUsage, as_of: datetime, alert_routes: str) -> list[Decided]:
-    return alert_anomalies(_engine(ledger), window, as_of, _sender(alert_routes))
+    return alert_anomalies(ledger_engine(ledger), window, as_of, alert_sender(alert_routes))
 
 
 @task(name="store-forecasts", cache_policy=NO_CACHE)
 def store_task(ledger: str, forecasts: list[SeriesForecast], as_of: datetime) -> int:
-    return store_forecasts(_engine(ledger), forecasts, as_of)
+    return store_forecasts(ledger_engine(ledger), forecasts, as_of)
 
 
 @task(name="reports-and-pace-alerts", cache_policy=NO_CACHE)
@@ -94,7 +80,7 @@ def reports_task(
     report_customers: int,
     reports_dir: Path,
 ) -> tuple[int, int, list[Decided]]:
-    engine, card, policy = _engine(ledger), RateCard.load(rate_card), Budgets.load(budgets)
+    engine, card, policy = ledger_engine(ledger), RateCard.load(rate_card), Budgets.load(budgets)
     rates = rates_from(card.rates)
     lines = [BudgetLine(b.customer, b.project, b.monthly_amount) for b in policy.budgets]
     by_key = {f.key: f for f in forecasts}
@@ -119,7 +105,7 @@ def reports_task(
             markdown=supplier_markdown(outlook),
             description=f"{outlook.supplier}: utilisation, idle capacity, forecast demand and payout",
         )
-    paced = alert_pace(engine, customers, lines, as_of, _sender(alert_routes))
+    paced = alert_pace(engine, customers, lines, as_of, alert_sender(alert_routes))
     return len(customers), len(suppliers), paced
 
 

@@ -19,7 +19,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from tasks.alerts import Alert, AlertDeliveryError, Urgency
-from tasks.ledger import metadata
+from tasks.ledger import as_utc, metadata
 from tasks.rollup import CENT, adjustments, customer_daily
 
 WHOLE_CUSTOMER = "*"
@@ -160,7 +160,7 @@ def _claim(
         known = {
             # A claim whose run died before recording the outcome is retried, once it is stale.
             row.threshold: "failed"
-            if row.status == "pending" and _utc(row.recorded_at) < stale
+            if row.status == "pending" and as_utc(row.recorded_at) < stale
             else row.status
             for row in connection.execute(
                 sa.select(a.threshold, a.status, a.recorded_at).where(
@@ -218,10 +218,6 @@ def _record(engine: sa.Engine, budget: BudgetLine, month: date, threshold: int, 
             )
             .values(status=status, recorded_at=datetime.now(UTC))
         )
-
-
-def _utc(value: datetime) -> datetime:
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
 
 
 def recorded_alerts(engine: sa.Engine, month: date | None = None) -> list[dict[str, Any]]:

@@ -20,7 +20,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from tasks.errors import InputError
-from tasks.ledger import DEFAULT_GPU_TYPES, metadata, parse_time
+from tasks.ledger import DEFAULT_GPU_TYPES, as_utc, metadata, parse_time
 
 COLUMNS = ("supplier", "node", "gpu_type", "gpu_count", "valid_from", "valid_to")
 
@@ -123,46 +123,47 @@ def load_capacity(engine: sa.Engine, nodes: list[NodeCapacity]) -> int:
     return len(rows)
 
 
+def _offered_rows(connection: sa.Connection, start: datetime, end: datetime) -> list[Any]:
+    """Capacity rows valid at some point of [start, end)."""
+    c = supplier_capacity.c
+    query = sa.select(supplier_capacity).where(
+        c.valid_from < end, sa.or_(c.valid_to.is_(None), c.valid_to > start)
+    )
+    return list(connection.execute(query))
+
+
+def _offered(row: Any, start: datetime, end: datetime) -> Decimal:
+    """GPU-hours a capacity row offers within [start, end)."""
+    lo = max(as_utc(row.valid_from), start)
+    hi = end if row.valid_to is None else min(as_utc(row.valid_to), end)
+    if hi <= lo:
+        return Decimal(0)
+    return (
+        Decimal((hi - lo) // timedelta(microseconds=1)) / Decimal(3_600_000_000) * Decimal(str(row.gpu_count))
+    )
+
+
 def capacity_hours(
     connection: sa.Connection, first: date, last: date
 ) -> dict[tuple[date, str, str], Decimal]:
     """(day, supplier, GPU type) → GPU-hours offered, for every day of first..last."""
     lo = datetime.combine(first, time(), UTC)
     hi = datetime.combine(last + timedelta(days=1), time(), UTC)
-    c = supplier_capacity.c
-    query = sa.select(supplier_capacity).where(
-        c.valid_from < hi, sa.or_(c.valid_to.is_(None), c.valid_to > lo)
-    )
     hours: dict[tuple[date, str, str], Decimal] = defaultdict(Decimal)
-    for row in connection.execute(query):
-        start = max(_utc(row.valid_from), lo)
-        end = hi if row.valid_to is None else min(_utc(row.valid_to), hi)
-        day = start.date()
-        while datetime.combine(day, time(), UTC) < end:
-            day_start = datetime.combine(day, time(), UTC)
-            piece = min(end, day_start + timedelta(days=1)) - max(start, day_start)
-            if piece > timedelta(0):
-                offered = Decimal(piece // timedelta(microseconds=1)) / Decimal(3_600_000_000)
-                hours[(day, row.supplier, row.gpu_type)] += offered * Decimal(str(row.gpu_count))
+    for row in _offered_rows(connection, lo, hi):
+        day = max(as_utc(row.valid_from), lo).date()
+        end = hi if row.valid_to is None else min(as_utc(row.valid_to), hi)
+        while (day_start := datetime.combine(day, time(), UTC)) < end:
+            if offered := _offered(row, day_start, day_start + timedelta(days=1)):
+                hours[(day, row.supplier, row.gpu_type)] += offered
             day += timedelta(days=1)
     return dict(hours)
 
 
-def _utc(value: datetime) -> datetime:
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-
-
 def capacity_between(connection: sa.Connection, start: datetime, end: datetime) -> dict[str, Decimal]:
     """Supplier → GPU-hours offered over [start, end)."""
-    c = supplier_capacity.c
-    query = sa.select(supplier_capacity).where(
-        c.valid_from < end, sa.or_(c.valid_to.is_(None), c.valid_to > start)
-    )
     hours: dict[str, Decimal] = defaultdict(Decimal)
-    for row in connection.execute(query):
-        lo = max(_utc(row.valid_from), start)
-        hi = end if row.valid_to is None else min(_utc(row.valid_to), end)
-        if hi > lo:
-            offered = Decimal((hi - lo) // timedelta(microseconds=1)) / Decimal(3_600_000_000)
-            hours[row.supplier] += offered * Decimal(str(row.gpu_count))
+    for row in _offered_rows(connection, start, end):
+        if offered := _offered(row, start, end):
+            hours[row.supplier] += offered
     return dict(hours)

@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from tasks.alerts import Alert, AlertDeliveryError, Urgency
 from tasks.budgets import STALE_CLAIM, BudgetLine, claim_lock
 from tasks.forecasting import SeriesForecast
-from tasks.ledger import metadata
+from tasks.ledger import as_utc, metadata
 
 usage_forecasts = sa.Table(
     "usage_forecasts",
@@ -117,7 +117,7 @@ def forecasts_for(engine: sa.Engine, series: str, first: datetime, end: datetime
     f = usage_forecasts.c
     query = sa.select(usage_forecasts).where(f.series == series, f.hour >= first, f.hour < end)
     with engine.connect() as connection:
-        return {_utc(row.hour): row for row in connection.execute(query)}
+        return {as_utc(row.hour): row for row in connection.execute(query)}
 
 
 # ------------------------------------------------------------------------------------------------ detection
@@ -190,7 +190,7 @@ def _claim(engine: sa.Engine, kind: str, scope: str, period: str, urgency: Urgen
         ).first()
         if row is not None:
             retry = row.status == "failed" or (
-                row.status == "pending" and _utc(row.recorded_at) < now - STALE_CLAIM
+                row.status == "pending" and as_utc(row.recorded_at) < now - STALE_CLAIM
             )
             if not retry:
                 return False
@@ -242,7 +242,3 @@ def recorded(engine: sa.Engine, kind: str | None = None) -> list[dict[str, Any]]
         query = query.where(forecast_alerts.c.kind == kind)
     with engine.connect() as connection:
         return [dict(row._mapping) for row in connection.execute(query)]
-
-
-def _utc(value: datetime) -> datetime:
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -197,9 +197,3 @@ def alert_pace(
 
 def _customers(series: Sequence[UsageSeries]) -> list[UsageSeries]:
     return [s for s in series if s.dimension == "customer"]
-
-
-def floor_hour(value: datetime | None) -> datetime:
-    value = value or datetime.now(UTC)
-    value = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-    return value.replace(minute=0, second=0, microsecond=0)

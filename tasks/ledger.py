@@ -130,6 +130,11 @@ class UsageEvent:
         }
 
 
+def as_utc(value: datetime) -> datetime:
+    """A stored time as aware UTC: SQLite hands back naive datetimes, which the ledger writes in UTC."""
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
 def gpu_microseconds(start: datetime, end: datetime, gpu_count: Decimal) -> int:
     """GPU count x duration in microseconds, an integer (rounded half-even once, at most half a GPU-µs)."""
     micro = (end - start) // ONE_MICROSECOND

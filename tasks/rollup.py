@@ -24,7 +24,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
-from decimal import ROUND_HALF_EVEN, ROUND_HALF_UP, Decimal
+from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 import sqlalchemy as sa
@@ -35,7 +35,8 @@ from tasks.errors import GpuflowsError
 from tasks.ledger import (
     LEDGER_WRITE_LOCK,
     MICROSECONDS_PER_HOUR,
-    ONE_MICROSECOND,
+    as_utc,
+    gpu_microseconds,
     metadata,
     usage_events,
 )
@@ -188,8 +189,7 @@ def split_by_day(start: datetime, end: datetime, gpu_count: Decimal) -> Iterable
     while True:
         day_end = datetime.combine(day + ONE_DAY, time(), start.tzinfo)
         piece_end = min(end, day_end)
-        micro = (piece_end - max(start, day_end - ONE_DAY)) // ONE_MICROSECOND
-        yield day, int((Decimal(micro) * gpu_count).quantize(Decimal(1), ROUND_HALF_EVEN))
+        yield day, gpu_microseconds(max(start, day_end - ONE_DAY), piece_end, gpu_count)
         if piece_end >= end:
             return
         day += ONE_DAY
@@ -215,7 +215,7 @@ def day_usage(connection: sa.Connection, first_day: date, last_day: date) -> dic
         e.end_day >= first_day, e.start_day <= last_day, e.start_day != e.end_day
     )
     for customer, project, gpu_type, supplier, start, end, count in connection.execute(multi):
-        for day, micro in split_by_day(_utc(start), _utc(end), Decimal(str(count))):
+        for day, micro in split_by_day(as_utc(start), as_utc(end), Decimal(str(count))):
             if first_day <= day <= last_day:
                 usage[(day, customer, project, gpu_type, supplier)] += micro
     return usage
@@ -233,7 +233,7 @@ def late_usage(
         query = query.where(e.batch_id <= up_to_batch)
     usage: dict[UsageKey, int] = defaultdict(int)
     for customer, project, gpu_type, supplier, start, end, count, micro, end_day in connection.execute(query):
-        start, end = _utc(start), _utc(end)
+        start, end = as_utc(start), as_utc(end)
         if _as_date(end_day) == start.date():
             usage[(start.date(), customer, project, gpu_type, supplier)] += int(micro)
             continue
@@ -241,10 +241,6 @@ def late_usage(
             if day < before_day:
                 usage[(day, customer, project, gpu_type, supplier)] += piece
     return usage
-
-
-def _utc(value: datetime) -> datetime:
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)  # SQLite: naive UTC
 
 
 def _as_date(value: Any) -> date:
@@ -381,16 +377,6 @@ def last_closed(connection: sa.Connection) -> tuple[date, int] | None:
     return None if row is None else (_as_date(row.day), int(row.last_batch_id))
 
 
-def first_open_day(engine: sa.Engine) -> date | None:
-    with engine.connect() as connection:
-        closed = last_closed(connection)
-    return None if closed is None else closed[0] + ONE_DAY
-
-
-def _capacity(connection: sa.Connection, first: date, last: date) -> dict[tuple[date, str, str], Decimal]:
-    return capacity_hours(connection, first, last)
-
-
 def _replace_days(connection: sa.Connection, first: date, last: date, priced: _Priced) -> None:
     for table in (customer_daily, supplier_daily):
         connection.execute(table.delete().where(table.c.day.between(first, last)))
@@ -421,7 +407,11 @@ def rollup_days(
         priced = _Priced()
         if lo <= last_day:
             priced = price(
-                day_usage(connection, lo, last_day), rates, currency, now, _capacity(connection, lo, last_day)
+                day_usage(connection, lo, last_day),
+                rates,
+                currency,
+                now,
+                capacity_hours(connection, lo, last_day),
             )
             _replace_days(connection, lo, last_day, priced)
         if closed is not None:  # whatever the range: late usage must not wait for the first open day's run
@@ -470,7 +460,7 @@ def close_through(
         ).scalar_one()
         while day <= through_day:
             priced = price(
-                day_usage(connection, day, day), rates, currency, now, _capacity(connection, day, day)
+                day_usage(connection, day, day), rates, currency, now, capacity_hours(connection, day, day)
             )
             _replace_days(connection, day, day, priced)
             adjusted: list[dict[str, Any]] = []

@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import sqlalchemy as sa
 
-from tasks.ledger import usage_events
+from tasks.ledger import as_utc, usage_events
 
 DIMENSIONS = ("customer", "supplier", "gpu_type", "total")
 
@@ -44,7 +44,7 @@ class WindowUsage:
 
 def hourly_series(engine: sa.Engine, first_hour: datetime, end_hour: datetime) -> WindowUsage:
     """Series over [first_hour, end_hour) (whole UTC hours) for every owner with usage in the window."""
-    first_hour, end_hour = _hour(first_hour), _hour(end_hour)
+    first_hour, end_hour = floor_hour(first_hour), floor_hour(end_hour)
     hours = int((end_hour - first_hour) / timedelta(hours=1))
     if hours <= 0:
         raise ValueError(f"empty window: {first_hour} .. {end_hour}")
@@ -61,8 +61,8 @@ def hourly_series(engine: sa.Engine, first_hour: datetime, end_hour: datetime) -
     origin = first_hour.timestamp()
     with engine.connect() as connection:
         for customer, supplier, gpu_type, start, end, count in connection.execute(query):
-            s = max(_utc(start).timestamp(), origin) - origin
-            t = min(_utc(end).timestamp(), origin + hours * 3600) - origin
+            s = max(as_utc(start).timestamp(), origin) - origin
+            t = min(as_utc(end).timestamp(), origin + hours * 3600) - origin
             gpus = float(count)
             spread = _spread(s, t, gpus)
             total = gpus * (t - s) / 3600
@@ -96,10 +96,6 @@ def _spread(s: float, t: float, gpus: float) -> list[tuple[int, float]]:
     return pieces
 
 
-def _hour(value: datetime) -> datetime:
-    value = _utc(value)
-    return value.replace(minute=0, second=0, microsecond=0)
-
-
-def _utc(value: datetime) -> datetime:
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+def floor_hour(value: datetime | None = None) -> datetime:
+    """The UTC hour `value` falls in (default: now)."""
+    return as_utc(value or datetime.now(UTC)).replace(minute=0, second=0, microsecond=0)

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -36,6 +37,24 @@ def deployed(env: dict[str, str]) -> dict[str, str]:
     set_up(env)
     deploy(env)
     return env
+
+
+def run_on_worker(deployment: str, parameters: dict, env: dict[str, str], cwd: Path) -> Any:
+    """Trigger a deployment from the API, then one polling cycle of a real process worker: it picks the
+    run up, runs it in a subprocess and waits for it. Asserts the run completed; returns it."""
+    flow_run = run_deployment(deployment, parameters=parameters, timeout=0)
+    worker = subprocess.run(
+        [sys.executable, "-m", "prefect", "worker", "start", "--pool", "local", "--run-once"],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    with get_client(sync_client=True) as client:
+        finished = client.read_flow_run(flow_run.id)
+    assert finished.state is not None and finished.state.is_completed(), worker.stdout[-3000:]
+    return finished
 
 
 def test_set_up_is_idempotent_and_keeps_operator_edits(env: dict[str, str]) -> None:
@@ -81,19 +100,7 @@ def test_deployment_runs_from_the_api_on_the_process_worker(deployed: dict[str, 
             "config": {"ollama_host": ollama.url, "ollama_model": MODEL},
             "server": None,
         }
-        flow_run = run_deployment("decompose/on-demand", parameters=parameters, timeout=0)
-        # One polling cycle: the worker picks the run up, runs it in a subprocess and waits for it.
-        worker = subprocess.run(
-            [sys.executable, "-m", "prefect", "worker", "start", "--pool", "local", "--run-once"],
-            cwd=tmp_path,
-            env=deployed,
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
-        with get_client(sync_client=True) as client:
-            finished = client.read_flow_run(flow_run.id)
-        assert finished.state is not None and finished.state.is_completed(), worker.stdout[-3000:]
+        flow_run = run_on_worker("decompose/on-demand", parameters, deployed, tmp_path)
         assert len(ollama.chat_requests()) >= 2
     from blocks.ledger import LedgerDatabase
     from tasks.audit import AuditQuery, query
@@ -151,16 +158,5 @@ def test_no_module_shadows_the_standard_library() -> None:
 def test_the_forecast_runs_on_the_process_worker(deployed: dict[str, str], tmp_path: Path) -> None:
     """As `make up` runs it: from a deployment, in a worker's subprocess, fitting on spawned processes."""
     parameters = {"as_of": "2020-05-25T00:00:00Z", "report_customers": 1, "reports_dir": str(tmp_path)}
-    flow_run = run_deployment("usage-forecast/daily", parameters=parameters, timeout=0)
-    worker = subprocess.run(
-        [sys.executable, "-m", "prefect", "worker", "start", "--pool", "local", "--run-once"],
-        cwd=tmp_path,
-        env=deployed,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    with get_client(sync_client=True) as client:
-        finished = client.read_flow_run(flow_run.id)
-    assert finished.state is not None and finished.state.is_completed(), worker.stdout[-3000:]
+    run_on_worker("usage-forecast/daily", parameters, deployed, tmp_path)
     assert list((tmp_path / "suppliers").glob("supplier-forecast-*.csv"))
