@@ -1,12 +1,12 @@
-"""Flow `usage-forecast`: ledger → hourly series → models chosen by backtest (both cores) → anomaly checks
-→ stored forecasts → customer and supplier reports → budget-pace alerts."""
+"""Flow `usage-forecast`: ledger → hourly series → models scored by backtest, combined (both cores) → anomaly
+checks → stored forecasts → customer and supplier reports → budget-pace alerts."""
 
 from __future__ import annotations
 
 from collections import Counter
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
@@ -53,8 +53,8 @@ def build_series_task(ledger: str, as_of: datetime, history_days: int) -> Window
 
 
 @task(name="fit-and-forecast", cache_policy=NO_CACHE)
-def forecast_task(window: WindowUsage, as_of: datetime, horizon: int) -> list[SeriesForecast]:
-    return forecast_many(plan_jobs(window, as_of, horizon))
+def forecast_task(window: WindowUsage, as_of: datetime, horizon: int, method: str) -> list[SeriesForecast]:
+    return forecast_many(plan_jobs(window, as_of, horizon, method))
 
 
 @task(name="check-anomalies", cache_policy=NO_CACHE)
@@ -120,6 +120,7 @@ def usage_forecast(
     as_of: IsoDateTime | None = None,
     history_days: Annotated[int, Field(ge=2, le=90)] = 28,
     report_customers: Annotated[int, Field(ge=0, le=500)] = 20,
+    method: Literal["combination", "best"] = "combination",
     ledger: BlockName = "default",
     rate_card: BlockName = "default",
     budgets: BlockName = "default",
@@ -135,6 +136,9 @@ def usage_forecast(
         history_days: Days of hourly history each model is fitted on.
         report_customers: Customers with a chart and a UI artifact (budgets first, then the busiest); every
             active customer gets a CSV.
+        method: `combination` (default): the mean of the statistical models, the worst on each series'
+            backtest left out (seasonal naive is the yardstick, not a member). `best`: the single model with
+            the lowest backtest MASE, never worse than seasonal naive there.
         ledger: Name of the LedgerDatabase block.
         rate_card: Name of the RateCard block.
         budgets: Name of the Budgets block.
@@ -144,7 +148,7 @@ def usage_forecast(
     logger = get_run_logger()
     start = floor_hour(as_of)
     window = build_series_task(ledger, start, history_days)
-    forecasts = forecast_task(window, start, horizon_hours)
+    forecasts = forecast_task(window, start, horizon_hours, method)
     models = Counter(f.model for f in forecasts)
     fallbacks = [f for f in forecasts if f.reason.startswith("fallback")]
     logger.info("%d series fitted: %s; %d fallbacks", len(forecasts), dict(models), len(fallbacks))

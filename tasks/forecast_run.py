@@ -18,7 +18,7 @@ from tasks.budgets import BudgetLine, month_spend
 from tasks.capacity import capacity_between
 from tasks.forecast_alerts import Decided, anomaly_alert, find_anomalies, pace, pace_alert, send_once
 from tasks.forecast_reports import CustomerOutlook, SupplierOutlook
-from tasks.forecasting import SeriesForecast, SeriesJob
+from tasks.forecasting import COMBINATION, SeriesForecast, SeriesJob
 from tasks.rollup import CENT, Rate, find_rate
 from tasks.usage_series import UsageSeries, WindowUsage
 
@@ -28,7 +28,7 @@ class ForecastSummary:
     as_of: datetime
     horizon_hours: int
     series: int
-    models: dict[str, int]  # model → how many series chose it
+    models: dict[str, int]  # model (or combination, or fallback) → how many series
     fallbacks: int
     anomalies: int
     pace_alerts: int
@@ -41,7 +41,9 @@ def month_end(as_of: datetime) -> datetime:
     return (first + timedelta(days=32)).replace(day=1)
 
 
-def plan_jobs(window: WindowUsage, as_of: datetime, horizon: int) -> list[SeriesJob]:
+def plan_jobs(
+    window: WindowUsage, as_of: datetime, horizon: int, method: str = COMBINATION
+) -> list[SeriesJob]:
     """Hourly series with a daily season; customers' forecasts reach the end of the month (for the
     month-end projection), the others stop at the horizon. All-zero series are not fitted."""
     to_month_end = int((month_end(as_of) - as_of) / timedelta(hours=1))
@@ -52,6 +54,7 @@ def plan_jobs(window: WindowUsage, as_of: datetime, horizon: int) -> list[Series
             season=24,
             horizon=horizon,
             extra_horizon=max(0, to_month_end - horizon) if s.dimension == "customer" else 0,
+            method=method,
         )
         for s in window.series
         if s.gpu_hours.any()

@@ -276,12 +276,25 @@ def load_4bit_model(config: TrainConfig) -> Any:
             bnb_4bit_use_double_quant=True,
             bnb_4bit_compute_dtype=compute,
         )
-    return AutoModelForCausalLM.from_pretrained(
+    model = AutoModelForCausalLM.from_pretrained(
         config.model_path,
         quantization_config=quantization,
         dtype=compute,
         device_map={"": 0 if on_gpu else "cpu"},
     )
+    if not on_gpu:
+        keep_4bit_weights_trainable_on_cpu(model)
+    return model
+
+
+def keep_4bit_weights_trainable_on_cpu(model: Any) -> None:
+    """On a CPU with AVX512-BF16, bitsandbytes 0.50 repacks 4-bit weights into an inference-only layout at
+    the first forward pass without gradients (an evaluation) and keeps them so: the next training step then
+    fails in `matmul_4bit` ("a view of a leaf Variable ... in-place operation"). Training alternates with
+    evaluation, so the repacking is turned off; GPUs never take that path."""
+    for module in model.modules():
+        if hasattr(module, "support_avx512bf16_for_cpu"):
+            module.support_avx512bf16_for_cpu = False
 
 
 def to_datasets(dataset: Dataset, config: TrainConfig) -> tuple[Any, Any | None]:

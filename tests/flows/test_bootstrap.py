@@ -132,6 +132,7 @@ def test_a_bad_parameter_is_rejected_before_any_work(deployed: dict[str, str], p
         ("billing-rollup/scheduled", {"first_day": "yesterday"}, "first_day"),
         ("usage-forecast/daily", {"horizon_hours": 0}, "horizon_hours"),
         ("usage-forecast/daily", {"history_days": 1000}, "history_days"),
+        ("usage-forecast/daily", {"method": "oracle"}, "method"),
         ("train/rtx5090", {"gpu_type": "tpu"}, "gpu_type"),
         ("train/rtx5090", {"gpu_count": 0}, "gpu_count"),
     ],

@@ -55,6 +55,7 @@ def test_forecast_reports_and_alerts_once(tmp_path: Path, prefect_server: str) -
         ).save("fc-test", overwrite=True)
         first = usage_forecast(as_of=MAY_24, report_customers=5, reports_dir=tmp_path / "r", **params)
         assert first.series == 5 and first.pace_alerts == 1 and first.anomalies == 0
+        assert first.models.get("combination", 0) >= 3  # the default method, where a backtest is possible
         pace = [m for m in receiver.received if m["title"].startswith("On pace")]
         assert len(pace) == 2  # warning → IM + email
         assert "At the current rate your budget is reached on 2020-05-" in pace[0]["message"]

@@ -1,5 +1,6 @@
-"""Forecast model selection, gap handling, fallbacks and interval coverage, on real Helios and LoRA slices
-(tests/data, see SOURCES.md) and on series whose right answer is known."""
+"""Forecast backtests, the combination and the single-model choice, gap handling, fallbacks and interval
+coverage, on real Helios and LoRA slices (tests/data, see SOURCES.md) and on series whose right answer is
+known."""
 
 from __future__ import annotations
 
@@ -12,7 +13,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tasks.forecasting import MODELS, SeriesJob, backtest, clean, forecast_many, forecast_series
+from tasks.forecasting import (
+    COMBINATION,
+    MODELS,
+    Candidate,
+    Forecast,
+    SeriesJob,
+    backtest,
+    clean,
+    combine,
+    forecast_many,
+    forecast_series,
+)
 
 DATA = Path(__file__).parents[1] / "data"
 
@@ -61,19 +73,84 @@ def test_a_quiet_night_is_not_an_outage_but_missing_hours_are_gaps() -> None:
     assert cleaned.values[60] == 5.0
 
 
-@pytest.mark.parametrize("vc", ["vc6YE", "vcJLV", "vc8Sj"])
-def test_the_chosen_model_is_never_worse_than_seasonal_naive(vc: str) -> None:
-    result = forecast_series(vc, helios_hourly(vc), season=24, horizon=24, origins=7)
-    assert result.backtest is not None and result.backtest.origins == 7
-    assert set(result.backtest.mase) | set(result.backtest.failed) == set(MODELS)
-    assert result.backtest.mase[result.model] <= result.backtest.mase["seasonal_naive"]
-    assert result.backtest.mase[result.model] == min(result.backtest.mase.values())
-    assert result.reason.startswith("backtest: MASE")
-    fc = result.forecast
-    assert (
-        len(fc.mean) == 24 and (fc.lower[95] <= fc.lower[80]).all() and (fc.upper[80] <= fc.upper[95]).all()
+def _ordered(fc: Forecast) -> bool:
+    return bool(
+        (fc.lower[99] <= fc.lower[95]).all()
+        and (fc.lower[95] <= fc.lower[80]).all()
+        and (fc.lower[80] <= fc.upper[80]).all()
+        and (fc.upper[80] <= fc.upper[95]).all()
+        and (fc.upper[95] <= fc.upper[99]).all()
+        and (fc.lower[99] >= 0).all()
     )
-    assert (fc.lower[99] >= 0).all()
+
+
+@pytest.mark.parametrize("vc", ["vc6YE", "vcJLV", "vc8Sj"])
+def test_the_combination_leaves_out_the_worst_statistical_model_of_the_backtest(vc: str) -> None:
+    result = forecast_series(vc, helios_hourly(vc), season=24, horizon=24, origins=7)
+    bt = result.backtest
+    assert bt is not None and bt.origins == 7 and result.model == COMBINATION
+    assert set(bt.mase) | set(bt.failed) == {*MODELS, COMBINATION}
+    statistical = {m: v for m, v in bt.mase.items() if m not in (COMBINATION, "seasonal_naive")}
+    worst = max(statistical, key=statistical.__getitem__)
+    assert set(bt.members) == set(statistical) - {worst} and len(bt.members) == 3
+    assert "seasonal_naive" not in bt.members  # the yardstick, not a member
+    assert result.reason.startswith(f"backtest: MASE {bt.mase[COMBINATION]:.3f} over 7 origins")
+    assert f"{worst} left out" in result.reason
+    assert len(result.forecast.mean) == 24 and _ordered(result.forecast)
+
+
+@pytest.mark.parametrize("vc", ["vc6YE", "vcJLV", "vc8Sj"])
+def test_the_best_single_model_is_never_worse_than_seasonal_naive_on_the_backtest(vc: str) -> None:
+    result = forecast_series(vc, helios_hourly(vc), season=24, horizon=24, origins=7, method="best")
+    bt = result.backtest
+    assert bt is not None and result.model in MODELS
+    singles = {m: v for m, v in bt.mase.items() if m != COMBINATION}
+    assert bt.mase[result.model] == min(singles.values()) <= bt.mase["seasonal_naive"]
+    assert _ordered(result.forecast)
+    with pytest.raises(ValueError, match="unknown method 'oracle'"):
+        forecast_series(vc, helios_hourly(vc), season=24, horizon=24, method="oracle")
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_a_backtest_forecast_sees_nothing_after_its_origin(model: str) -> None:
+    """One filtering pass serves every origin; each forecast (mean and intervals) must equal the one made
+    from the history cut at that origin, so the backtest never looks ahead."""
+    y = clean(helios_hourly("vcJLV"), 24).values
+    origin = len(y) - 72
+    candidate = Candidate(model, y[: origin - 96], 24)
+    inside = candidate.forecasts(y, [(origin, 24)])[0]
+    cut = candidate.forecasts(y[:origin], [(origin, 24)])[0]
+    np.testing.assert_allclose(inside.mean, cut.mean, rtol=1e-9, atol=1e-9)
+    for level in (80, 95, 99):
+        np.testing.assert_allclose(inside.upper[level], cut.upper[level], rtol=1e-6, atol=1e-6)
+        np.testing.assert_allclose(inside.lower[level], cut.lower[level], rtol=1e-6, atol=1e-6)
+    with pytest.raises(ValueError, match="whole horizon"):
+        candidate.forecasts(y, [(len(y) - 10, 24)])
+
+
+def test_holt_winters_uses_the_latest_seasonal_factor_a_full_season_ahead() -> None:
+    """Hyndman's forecast a whole season ahead uses s_T, the factor just updated; statsmodels 0.15's
+    HoltWintersResults.forecast uses the one before it (statsmodels#9538). Ours follows the equations."""
+    y = clean(helios_hourly("vc6YE"), 24).values[:400]
+    candidate = Candidate("holt_winters_damped", y, 24)
+    fit = candidate._holt_winters(y, candidate.initial).fit(**candidate.params, optimized=False)
+    phi = candidate.params["damping_trend"]
+    level, trend, season = (np.asarray(x)[-1] for x in (fit.level, fit.trend, fit.season))
+    expected = level + sum(phi**i for i in range(1, 25)) * trend + season
+    ours = candidate.forecasts(y, [(len(y), 24)])[0].mean
+    assert ours[23] == pytest.approx(max(expected, 0.0), rel=1e-9)
+    np.testing.assert_allclose(ours[:23], np.maximum(np.asarray(fit.forecast(23)), 0), rtol=1e-9)
+
+
+def test_the_combination_averages_means_and_bounds() -> None:
+    a = Forecast(np.array([1.0, 2.0]), {lv: np.array([0.0, 1.0]) for lv in (80, 95, 99)},
+                 {lv: np.array([2.0, 3.0]) for lv in (80, 95, 99)})  # fmt: skip
+    b = Forecast(np.array([3.0, 4.0]), {lv: np.array([2.0, 3.0]) for lv in (80, 95, 99)},
+                 {lv: np.array([6.0, 5.0]) for lv in (80, 95, 99)})  # fmt: skip
+    both = combine([a, b])
+    np.testing.assert_allclose(both.mean, [2.0, 3.0])
+    np.testing.assert_allclose(both.lower[95], [1.0, 2.0])
+    np.testing.assert_allclose(both.upper[80], [4.0, 4.0])
 
 
 def test_short_and_intermittent_histories_fall_back_and_say_so() -> None:

@@ -96,6 +96,13 @@ def test_the_base_really_is_4bit_nf4(tmp_path: Path, tiny_qwen: Path) -> None:
     layer = model.model.layers[0].mlp.up_proj
     assert isinstance(layer, bnb.nn.Linear4bit)
     assert layer.weight.quant_type == "nf4" and layer.weight.quant_state.nested  # double quantisation
+    # An evaluation pass must not repack the weights into bitsandbytes' inference-only CPU layout: training
+    # resumes after it (the failure shows on CPUs with AVX512-BF16 only).
+    import torch
+
+    with torch.no_grad():
+        model.eval()(torch.tensor([[1, 2, 3]]))
+    assert not getattr(layer.weight.quant_state, "packing_format_for_cpu", False)
 
 
 @pytest.mark.parametrize("fmt", ["sharegpt", "alpaca", "text"])
