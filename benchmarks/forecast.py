@@ -6,8 +6,8 @@ committed slices), the last 2 weeks are the evaluation: 14 daily origins, 24-hou
 the forecast sees only the history before it (its own rolling-origin backtest of 7 origins inside that
 history), then it is scored on the next 24 hours, exactly as every fixed model (refitted on that history)
 is. Outage hours are not scored. Reported: MASE per series and per week, 80/95 % coverage, and seconds per
-series (backtest + forecast, one core; the flow spreads series over both cores). Then the same on an
-independent dataset, when ../shared/data has it: GPUs allocated per hour in Alibaba's GPU pod trace.
+series (backtest + forecast, one core; the flow spreads series over both cores). Then the same on a
+second dataset, when ../shared/data has it: GPUs allocated per hour in Alibaba's GPU pod trace.
 
 Targets (issue 5): auto never worse than seasonal naive on any series; on average within 5 % of the best
 fixed model chosen in hindsight; <= 1 s per series."""
@@ -127,7 +127,7 @@ COLUMNS = ["auto", "best", *MODELS]
 
 
 def alibaba_pods() -> dict[str, np.ndarray]:
-    """An independent check: GPUs allocated per hour in Alibaba's GPU cluster trace (openb pods, about five
+    """A second dataset: GPUs allocated per hour in Alibaba's GPU cluster trace (openb pods, about five
     months), all pods and per QoS class, each over the last month and the month before (744 hours, as long as
     the Helios series). A window is left out when its history before the held-out weeks, or the weeks
     themselves, have no usage (no scale to score on). Needs ../shared/data; nothing is committed."""
@@ -224,7 +224,7 @@ def report() -> str:
         lines += [
             "",
             *section(
-                f"Usage forecast, independent check (Alibaba GPU pods: {len(alibaba)} series, the same "
+                f"Usage forecast, second dataset (Alibaba GPU pods: {len(alibaba)} series, the same "
                 f"{WEEKS * ORIGINS} held-out origins)",
                 list(alibaba.items()),
                 targets=False,
