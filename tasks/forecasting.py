@@ -411,6 +411,8 @@ def backtest(
     scored = [c for c in cuts if observed[c : c + horizon].any()]
     if not scored:
         raise ValueError("no backtest origin has an observed hour")
+    # The in-sample seasonal-naive error of each origin's history: the same for every model.
+    scales = [mase_scale(y[:c], observed[:c], season) for c in scored]
     result = Backtest(origins)
     paths: dict[str, list[Forecast]] = {}
     fitted: dict[str, Candidate] = {}
@@ -424,14 +426,14 @@ def backtest(
             result.failed[name] = f"{type(exc).__name__}: {exc}"[:200]
             continue
         paths[name], fitted[name] = forecasts, candidate
-        _score(result, name, forecasts, cleaned, scored, horizon, season)
+        _score(result, name, forecasts, cleaned, scored, scales, horizon)
     if not paths:
         raise ValueError(f"every model failed: {result.failed}")
     ranked = sorted((m for m in paths if m != BASELINE), key=lambda name: result.mase[name]) or [BASELINE]
     # The worst model is left out when at least three remain: a trimmed mean, robust to one bad member.
     result.members = tuple(ranked[:-1] if len(ranked) >= 3 else ranked)
     combined = [combine([paths[m][i] for m in result.members]) for i in range(len(scored))]
-    _score(result, COMBINATION, combined, cleaned, scored, horizon, season)
+    _score(result, COMBINATION, combined, cleaned, scored, scales, horizon)
     return result, fitted
 
 
@@ -453,18 +455,16 @@ def _score(
     forecasts: list[Forecast],
     cleaned: Cleaned,
     cuts: list[int],
+    scales: list[float],
     horizon: int,
-    season: int,
 ) -> None:
-    """Mean MASE over the origins (scale: the in-sample seasonal-naive error of each origin's history) and
-    the share of scored points inside the 80 and 95 % intervals."""
+    """Mean MASE over the origins (`scales`: each origin's MASE scale) and the share of scored points
+    inside the 80 and 95 % intervals."""
     y, observed = cleaned.values, cleaned.observed
     errors, inside80, inside95, points = [], 0, 0, 0
-    for cut, fc in zip(cuts, forecasts, strict=True):
+    for cut, scale, fc in zip(cuts, scales, forecasts, strict=True):
         actual, scored = y[cut : cut + horizon], observed[cut : cut + horizon]
-        errors.append(
-            float(np.abs(fc.mean - actual)[scored].mean()) / mase_scale(y[:cut], observed[:cut], season)
-        )
+        errors.append(float(np.abs(fc.mean - actual)[scored].mean()) / scale)
         inside80 += int(((actual >= fc.lower[80]) & (actual <= fc.upper[80]))[scored].sum())
         inside95 += int(((actual >= fc.lower[95]) & (actual <= fc.upper[95]))[scored].sum())
         points += int(scored.sum())
