@@ -1,16 +1,19 @@
-"""State hooks every flow carries: an audit record when a run starts and when it ends, and a critical
-alert through the Apprise routes when it fails or crashes.
+"""State hooks every flow carries: an audit record when a run starts and when it ends.
 
 The audit goes to the ledger database of the LedgerDatabase block `$GPUFLOWS_AUDIT_LEDGER` (default
-`default`); alerts use the AlertRoutes block `$GPUFLOWS_ALERT_ROUTES` (default `default`). A hook never
-changes a run's outcome: if it cannot write or send, it says so in the run's log, loudly.
+`default`). A hook never changes a run's outcome: if it cannot write, it says so in the run's log, loudly.
 
-Limits: a run killed outright (SIGKILL, OOM) runs no hook, so neither its end nor an alert is recorded;
-the run shows as Crashed in the UI once Prefect notices.
+Failure alerts are not sent from here: a run killed outright (SIGKILL, OOM, a lost node) runs no hook. The
+server sends them, through the automations in flows/automations.py, for every Failed, Crashed, TimedOut or
+zombie run; its end then shows in the UI and in the alert, though not in this audit trail.
+
+Customer material stays out of the append-only trail: prompts and instructions (and any long text
+parameter) are recorded as their sha256 and length, not verbatim.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 from typing import Any
@@ -53,7 +56,7 @@ def _write(flow: Any, flow_run: Any, state: Any, kind: str) -> None:
     except ValueError:
         logger.error("audit: no LedgerDatabase block %r; %s of %s not recorded", block, kind, flow_run.name)
         return
-    detail: dict[str, Any] = {"flow_run": flow_run.name, "parameters": flow_run.parameters}
+    detail: dict[str, Any] = {"flow_run": flow_run.name, "parameters": fingerprinted(flow_run.parameters)}
     if kind == "flow-run-end" and state is not None and state.message:
         detail["message"] = state.message[:2000]
     with engine.begin() as connection:
@@ -68,6 +71,22 @@ def _write(flow: Any, flow_run: Any, state: Any, kind: str) -> None:
             state=None if state is None else state.type.value,
         )
     engine.dispose()
+
+
+CUSTOMER_TEXT = {"prompt", "instructions"}
+LONG_TEXT = 200  # characters: a parameter this long is material, not a setting
+
+
+def fingerprinted(value: Any, key: str = "") -> Any:
+    """`value` with customer text (prompts, instructions, any long string) replaced by sha256 and length."""
+    if isinstance(value, dict):
+        return {k: fingerprinted(v, str(k)) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [fingerprinted(v, key) for v in value]
+    if isinstance(value, str) and (key in CUSTOMER_TEXT or len(value) > LONG_TEXT):
+        digest = hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()
+        return {"sha256": digest, "chars": len(value)}
+    return value
 
 
 def on_start(flow: Any, flow_run: Any, state: Any) -> None:
@@ -85,22 +104,7 @@ def on_end(flow: Any, flow_run: Any, state: Any) -> None:
 
 
 def on_failure(flow: Any, flow_run: Any, state: Any) -> None:
-    on_end(flow, flow_run, state)
-    from flows.resources import alert_sender
-    from tasks.alerts import Alert
-    from tasks.audit import redact
-
-    routes = os.environ.get("GPUFLOWS_ALERT_ROUTES", "default")
-    message = redact(str(state.message or ""))[:1000]
-    alert = Alert(
-        "critical",
-        f"Flow run {state.type.value.lower()}: {flow.name} / {flow_run.name}",
-        f"{flow.name} run {flow_run.name} ({flow_run.id}) ended {state.type.value}: {message}",
-    )
-    try:
-        alert_sender(routes, attempts=3, backoff_s=1.0)(alert)
-    except Exception:
-        logger.exception("ALERT NOT SENT: %s of %s is %s", flow.name, flow_run.name, state.type.value)
+    on_end(flow, flow_run, state)  # the alert comes from the server (flows/automations.py)
 
 
 AUDITED: dict[str, Any] = {

@@ -22,6 +22,7 @@ from flows.audit_hooks import AUDITED
 from flows.parameters import BlockName, IsoDate
 from flows.resources import alert_sender, ledger_engine
 from tasks.budgets import BudgetAlert, BudgetLine, check_budgets, month_bounds
+from tasks.errors import InputError
 from tasks.rollup import (
     ClosedPeriod,
     RollupSummary,
@@ -100,8 +101,9 @@ def billing_rollup(
     never rewritten.
 
     Args:
-        first_day: First day (UTC) to recompute; default yesterday.
-        last_day: Last day, inclusive; default today.
+        first_day: First day (UTC) to recompute; default yesterday. The demo ledger's usage is in
+            2024-11-15..2024-11-26 (Alibaba trace) and 2020-05-01..2020-05-31 (Helios clusters).
+        last_day: Last day, inclusive; default today. Not before first_day.
         close: First close every day whose grace window has passed (the daily close).
         grace_hours: How long after a day ends its late usage is still billed on the day itself.
         ledger: Name of the LedgerDatabase block.
@@ -113,6 +115,8 @@ def billing_rollup(
     logger = get_run_logger()
     today = datetime.now(UTC).date()
     first_day, last_day = first_day or today - timedelta(days=1), last_day or today
+    if first_day > last_day:
+        raise InputError(f"first_day {first_day} is after last_day {last_day}")
     if close:
         closed = close_task(grace_hours, ledger, rate_card)
         logger.info(

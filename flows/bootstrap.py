@@ -7,16 +7,22 @@
 4. demo training volumes (a tiny Qwen2 and a chat dataset) for the local `train` deployment, and a real
    usage slice (Alibaba GenAI LoRA trace) in an empty ledger;
 5. every deployment in prefect.yaml (`prefect deploy --all`);
-6. a process worker for `local`; Ctrl-C stops what this command started.
+6. server-side alerting (flows/automations.py), and every deployment's parameters sealed (an unknown name
+   is a 409);
+7. a process worker for `local`, unless one is already online; Ctrl-C stops what this command started.
+
+While it runs, it prints every ERROR line the server logs (a scheduler that fails on each tick is loud).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -41,12 +47,20 @@ def platform_env(port: int) -> dict[str, str]:
     for name, default in POOL_DEFAULTS.items():
         env.setdefault(name, default)
     env.setdefault("GPUFLOWS_CODE_DIR", str(PROJECT_DIR))
+    # Flow runs report a heartbeat this often; the zombie automation crashes runs that stop (30 is the least).
+    env.setdefault("PREFECT_FLOWS_HEARTBEAT_FREQUENCY", "30")
     if url := env.get("GPUFLOWS_DATABASE_URL"):
         env["PREFECT_API_DATABASE_CONNECTION_URL"] = url
     # Basic auth on the API once a password is configured: the server demands it, every client sends it.
     if auth := env.get("GPUFLOWS_API_AUTH_STRING") or env.get("PREFECT_SERVER_API_AUTH_STRING"):
         env["PREFECT_SERVER_API_AUTH_STRING"] = env["PREFECT_API_AUTH_STRING"] = auth
     return env
+
+
+def api_url() -> str:
+    from prefect.settings import PREFECT_API_URL
+
+    return str(PREFECT_API_URL.value() or "(none: PREFECT_API_URL is unset)")
 
 
 def server_is_up(port: int) -> bool:
@@ -240,9 +254,14 @@ def read_rows_of(path: Path) -> list[dict[str, str]]:
 POOL_DEFAULTS = {"GPUFLOWS_PROCESS_POOL": LOCAL_POOL, "GPUFLOWS_GPU_POOL": GPU_POOL}
 
 
-def deploy(env: dict[str, str]) -> None:
-    """`prefect deploy --all` with the pool-name defaults prefect.yaml cannot express itself."""
+def deploy(env: dict[str, str]) -> list[str]:
+    """`prefect deploy --all` with the pool-name defaults prefect.yaml cannot express itself; then every
+    deployment's parameters sealed and the alerting automations brought up to date."""
     env = {**POOL_DEFAULTS, **env}
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:  # a refusal (401) is one line, before any work
+        client.hello().raise_for_status()
     result = subprocess.run(
         [sys.executable, "-m", "prefect", "--no-prompt", "deploy", "--all"],
         cwd=PROJECT_DIR,
@@ -253,6 +272,90 @@ def deploy(env: dict[str, str]) -> None:
     if result.returncode != 0:
         tail = "\n".join((result.stdout + result.stderr).strip().splitlines()[-15:])
         raise GpuflowsError(f"`prefect deploy --all` failed:\n{tail}")
+    from flows.automations import ensure_automations
+
+    return [*seal_parameters(), *ensure_automations(env)]
+
+
+def seal_parameters() -> list[str]:
+    """Prefect's parameter schemas accept unknown names, and a misspelt one (`first_dya`) then crashes the
+    run in its process. Sealed (`additionalProperties: false`), the API answers 409 naming it instead."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import DeploymentUpdate
+    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterName
+
+    names = [d["name"] for d in yaml_deployments()]
+    done = []
+    with get_client(sync_client=True) as client:
+        for deployment in client.read_deployments(
+            deployment_filter=DeploymentFilter(name=DeploymentFilterName(any_=names))
+        ):
+            schema = dict(deployment.parameter_openapi_schema or {})
+            if schema.get("additionalProperties") is not False:
+                schema["additionalProperties"] = False
+                client.update_deployment(deployment.id, DeploymentUpdate(parameter_openapi_schema=schema))
+            done.append(f"parameters of {deployment.name} sealed")
+    return done
+
+
+def yaml_deployments() -> list[dict[str, Any]]:
+    import yaml
+
+    return yaml.safe_load((PROJECT_DIR / "prefect.yaml").read_text())["deployments"]
+
+
+ERROR_LINE = re.compile(r"\|\s*(ERROR|CRITICAL)\s*\||^\w+(\.\w+)*(Error|Exception): ")
+
+
+def watch_server_log(path: Path, out: Any = None, stop: threading.Event | None = None) -> threading.Thread:
+    """Follows the server log from its current end and prints every ERROR line (and exception line) to
+    `out` (stderr), so a service failing in the background is seen, not hidden in a file."""
+    out = out or sys.stderr
+    stop = stop or threading.Event()
+
+    def follow() -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.touch(exist_ok=True)
+        with path.open("r", encoding="utf-8", errors="replace") as log:
+            log.seek(0, os.SEEK_END)
+            while not stop.is_set():
+                line = log.readline()
+                if not line:
+                    stop.wait(0.5)
+                    continue
+                if ERROR_LINE.search(line):
+                    print(f"server: {line.rstrip()}", file=out, flush=True)
+
+    thread = threading.Thread(target=follow, name="server-log-watch", daemon=True)
+    thread.start()
+    return thread
+
+
+def online_worker(pool: str) -> str | None:
+    """The name of a worker of `pool` that the server sees online (a recent heartbeat), if any."""
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        for worker in client.read_workers_for_work_pool(pool):
+            if str(getattr(worker.status, "value", worker.status)).upper() == "ONLINE":
+                return worker.name
+    return None
+
+
+def alert_routes_warning() -> str | None:
+    """A warning while the `default` AlertRoutes block has no URL: failures would reach nobody."""
+    from blocks.alert_routes import AlertRoutes
+
+    try:
+        channels = AlertRoutes.load("default").channels()
+    except ValueError:
+        return "no AlertRoutes block 'default': failed runs alert nobody"
+    if not any(channels.values()):
+        return (
+            "the AlertRoutes block 'default' has no Apprise URL: failed runs and budget alerts reach "
+            "nobody (UI → Blocks → gpuflows Alert Routes → default: add sms/im/email URLs)"
+        )
+    return None
 
 
 def _stop(signum: int, frame: object) -> None:
@@ -285,12 +388,24 @@ def run_platform(port: int = 4200, start_worker: bool = True) -> None:
             file=sys.stderr,
         )
         children.append(start_server(port, env))
+    stop_watch = threading.Event()
+    watch_server_log(STATE_DIR / "server.log", stop=stop_watch)
     try:
         for line in set_up(env):
             print(f"  ✓ {line}", file=sys.stderr)
-        deploy(env)
+        for line in deploy(env):
+            print(f"  ✓ {line}", file=sys.stderr)
         print("  ✓ deployments from prefect.yaml", file=sys.stderr)
-        if start_worker:
+        if warning := alert_routes_warning():
+            print(f"  ! WARNING: {warning}", file=sys.stderr)
+        if start_worker and (running := online_worker(env["GPUFLOWS_PROCESS_POOL"])):
+            print(
+                f"  ✓ worker {running} is already online for pool {env['GPUFLOWS_PROCESS_POOL']}; "
+                "not starting a second one",
+                file=sys.stderr,
+            )
+            start_worker = bool(children)  # keep serving the server this command started
+        elif start_worker:
             children.append(
                 subprocess.Popen(
                     [
@@ -318,6 +433,7 @@ def run_platform(port: int = 4200, start_worker: bool = True) -> None:
     except KeyboardInterrupt:
         print("\nstopping …", file=sys.stderr)
     finally:
+        stop_watch.set()
         for child in reversed(children):
             if child.poll() is None:
                 os.killpg(child.pid, signal.SIGTERM)

@@ -50,7 +50,40 @@ def read_prompt(argument: str) -> str:
         ) from None
 
 
-@click.group()
+def api_error(exc: BaseException) -> str | None:
+    """One line for a Prefect API that refuses or cannot be reached, instead of a traceback."""
+    import httpx
+
+    from flows.bootstrap import api_url
+
+    response = getattr(exc, "response", None)
+    status = getattr(response, "status_code", None)
+    if status == 401:
+        return (
+            f"the Prefect API at {api_url()} wants credentials: set PREFECT_API_AUTH_STRING "
+            "(user:password, as the server's PREFECT_SERVER_API_AUTH_STRING)"
+        )
+    if status == 403:
+        return f"the Prefect API at {api_url()} refused the credentials in PREFECT_API_AUTH_STRING"
+    if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout):
+        return f"cannot reach the Prefect API at {api_url()}: is the server up (make up)?"
+    return None
+
+
+class Cli(click.Group):
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except Exception as exc:  # noqa: BLE001 - only API refusals become one line; the rest re-raise
+            cause: BaseException | None = exc
+            while cause is not None:
+                if message := api_error(cause):
+                    _fail(message)
+                cause = cause.__cause__ or cause.__context__
+            raise
+
+
+@click.group(cls=Cli)
 @click.version_option(package_name="gpuflows")
 def cli() -> None:
     """gpuflows: decomposition, training, billing and forecasting flows on Prefect."""
@@ -148,22 +181,41 @@ def usage() -> None:
 ledger_option = click.option(
     "--database",
     envvar="GPUFLOWS_LEDGER_URL",
-    default="sqlite:///.gpuflows/ledger.db",
-    show_default=True,
-    help="SQLAlchemy URL of the ledger (env GPUFLOWS_LEDGER_URL)",
+    help="SQLAlchemy URL of the ledger (env GPUFLOWS_LEDGER_URL; default the checkout's .gpuflows/ledger.db)",
 )
+create_option = click.option(
+    "--create", is_flag=True, help="Start a new, empty ledger if the SQLite file does not exist"
+)
+
+
+def open_ledger(database: str | None, create: bool = False) -> Any:
+    """The ledger's engine. A SQLite ledger that does not exist is created only on request: run from another
+    folder, a command must not quietly start an empty ledger and report nothing."""
+    from flows.bootstrap import STATE_DIR
+    from tasks.ledger import connect
+
+    url = database or f"sqlite:///{STATE_DIR / 'ledger.db'}"
+    if url.startswith("sqlite:///") and not create:
+        path = Path(url.removeprefix("sqlite:///"))
+        if not path.is_file():
+            raise InputError(
+                f"no ledger database at {path}: pass --database or set GPUFLOWS_LEDGER_URL "
+                "(`make up` creates the checkout's .gpuflows/ledger.db; --create starts an empty one)"
+            )
+    return connect(url)
 
 
 @usage.command("ingest")
 @click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--source", help="Source name for deduplication (default: the file name)")
 @ledger_option
-def usage_ingest(files: tuple[Path, ...], source: str | None, database: str) -> None:
+@create_option
+def usage_ingest(files: tuple[Path, ...], source: str | None, database: str | None, create: bool) -> None:
     """Ingest usage events from JSONL or CSV FILES: duplicates skipped, bad rows quarantined with a reason."""
-    from tasks.ledger import connect, ingest_file
+    from tasks.ledger import ingest_file
 
     try:
-        engine = connect(database)
+        engine = open_ledger(database, create)
         for path in files:
             summary = ingest_file(engine, path, source)
             reasons = ", ".join(f"{k}: {n}" for k, n in sorted(summary.reasons.items()))
@@ -196,14 +248,14 @@ def usage_convert_lora_trace(trace: Path, out: Path, gpu_type: str) -> None:
 @usage.command("capacity")
 @click.argument("nodes", type=click.Path(path_type=Path, dir_okay=False))
 @ledger_option
-def usage_capacity(nodes: Path, database: str) -> None:
+@create_option
+def usage_capacity(nodes: Path, database: str | None, create: bool) -> None:
     """Load supplier capacity from a NODES CSV (supplier,node,gpu_type,gpu_count,valid_from,valid_to),
     upserted by supplier, node and valid_from; the rollup reports idle capacity from it."""
     from tasks.capacity import load_capacity, read_capacity
-    from tasks.ledger import connect
 
     try:
-        written = load_capacity(connect(database), read_capacity(nodes))
+        written = load_capacity(open_ledger(database, create), read_capacity(nodes))
     except GpuflowsError as exc:
         _fail(str(exc))
     click.echo(f"{nodes}: {written} node row(s) loaded")
@@ -226,17 +278,16 @@ def audit(
     until: datetime | None,
     limit: int,
     as_json: bool,
-    database: str,
+    database: str | None,
 ) -> None:
     """The audit trail, newest first: flow runs (start, end, trigger, redacted parameters) and billing
     changes (ingest, rollup, close with its adjustments)."""
     from tasks.audit import AuditQuery, query
-    from tasks.ledger import connect
 
     utc = lambda value: None if value is None else value.replace(tzinfo=UTC)  # noqa: E731
     try:
         rows = query(
-            connect(database), AuditQuery(kind, flow_name, flow_run_id, utc(since), utc(until), limit)
+            open_ledger(database), AuditQuery(kind, flow_name, flow_run_id, utc(since), utc(until), limit)
         )
     except GpuflowsError as exc:
         _fail(str(exc))
@@ -256,10 +307,12 @@ def deploy() -> None:
     from flows.bootstrap import deploy as deploy_all
 
     try:
-        deploy_all(dict(os.environ))
+        lines = deploy_all(dict(os.environ))
     except GpuflowsError as exc:
         _fail(str(exc))
-    click.echo("deployments registered")
+    for line in lines:
+        click.echo(f"  ✓ {line}")
+    click.echo("deployments and automations registered")
 
 
 if __name__ == "__main__":

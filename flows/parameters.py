@@ -9,12 +9,15 @@ from typing import Annotated
 
 from pydantic import Field
 
-IsoDate = Annotated[date, Field(json_schema_extra={"pattern": r"^\d{4}-\d{2}-\d{2}$"})]
+# Months 01-12, days 01-31, hours 00-23: `2024-13-45` is a 409. A date the calendar lacks (`2024-02-30`)
+# passes the pattern and fails the run's parameter validation in its first second, with one line.
+DAY = r"\d{4}-(0[1-9]|1[0-2])-(0[1-9]|[12]\d|3[01])"
+IsoDate = Annotated[date, Field(json_schema_extra={"pattern": rf"^{DAY}$"})]
 IsoDateTime = Annotated[
     datetime,
     Field(
         json_schema_extra={
-            "pattern": r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:?\d{2})?$"
+            "pattern": rf"^{DAY}[T ]([01]\d|2[0-3]):[0-5]\d(:[0-5]\d(\.\d+)?)?(Z|[+-]\d{{2}}:?\d{{2}})?$"
         }
     ),
 ]

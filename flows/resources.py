@@ -3,6 +3,7 @@ flow opens the ledger and sends alerts the same way, and the Secret values never
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 
 import sqlalchemy as sa
@@ -10,6 +11,8 @@ import sqlalchemy as sa
 from blocks.alert_routes import AlertRoutes
 from blocks.ledger import LedgerDatabase
 from tasks.alerts import Alert, Delivery, send_alert
+from tasks.audit import redact
+from tasks.errors import GpuflowsError
 from tasks.ledger import connect
 
 
@@ -19,9 +22,26 @@ def ledger_engine(block: str) -> sa.Engine:
 
 
 def alert_sender(block: str, attempts: int = 3, backoff_s: float = 2.0) -> Callable[[Alert], list[Delivery]]:
-    """Sends an alert through the AlertRoutes block `block`, loaded only when an alert is due."""
+    """Sends an alert through the AlertRoutes block `block`, loaded only when an alert is due. An alert that
+    could not be sent says so in the run's own log (what the UI shows), then the error goes to the caller."""
 
     def send(alert: Alert) -> list[Delivery]:
-        return send_alert(alert, AlertRoutes.load(block).channels(), attempts, backoff_s)
+        try:
+            return send_alert(alert, AlertRoutes.load(block).channels(), attempts, backoff_s)
+        except Exception as error:
+            reason = str(error) if isinstance(error, GpuflowsError) else f"{type(error).__name__}: {error}"
+            run_logger().error("ALERT NOT SENT (%s) %r: %s", alert.urgency, alert.title, redact(reason))
+            raise
 
     return send
+
+
+def run_logger() -> logging.Logger | logging.LoggerAdapter:
+    """The run's logger (its lines reach the UI), or a plain one outside a run."""
+    from prefect import get_run_logger
+    from prefect.exceptions import MissingContextError
+
+    try:
+        return get_run_logger()
+    except MissingContextError:
+        return logging.getLogger("gpuflows.alerts")

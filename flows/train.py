@@ -14,13 +14,21 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_progress_artifact, create_table_artifact, update_progress_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
+from prefect.states import State
 from pydantic import Field
 
 from blocks.ledger import LedgerDatabase
 from flows.audit_hooks import AUDITED
 from flows.parameters import BlockName
-from tasks.trainer import LengthStats, TrainConfig, TrainResult, check_training_inputs, planned_steps
-from tasks.training_job import run_trainer
+from tasks.trainer import (
+    LengthStats,
+    TrainConfig,
+    TrainingPreempted,
+    TrainResult,
+    check_training_inputs,
+    planned_steps,
+)
+from tasks.training_job import read_metrics, run_trainer
 from tasks.training_usage import record_training_usage
 
 GpuType = Literal["rtx4090", "rtx5090", "a100", "h100", "l40s", "a10", "t4", "v100", "p100"]
@@ -34,7 +42,20 @@ def check_inputs(config: TrainConfig) -> LengthStats:
 check_inputs_task = task(check_inputs, name="check-training-inputs", cache_policy=NO_CACHE)
 
 
-@task(name="run-trainer", cache_policy=NO_CACHE)
+def only_preemption(task: object, task_run: object, state: State) -> bool:
+    """Retry a preempted attempt (it resumes from its checkpoint); a bad model path, dataset or config
+    fails the same way every time, so it fails at once."""
+    return isinstance(state.data, TrainingPreempted)
+
+
+# A preempted run fails with a saved checkpoint; the retry resumes from it.
+@task(
+    name="run-trainer",
+    cache_policy=NO_CACHE,
+    retries=3,
+    retry_delay_seconds=60,
+    retry_condition_fn=only_preemption,
+)
 def run_trainer_task(config: TrainConfig, total_steps: int) -> TrainResult:
     progress = create_progress_artifact(0.0, description=f"Training {config.run_name}: steps done")
     logger = get_run_logger()
@@ -86,12 +107,31 @@ def record_usage_task(
         logger.info("GPU usage recorded: %s x %s for %s/%s", gpu_count, gpu_type, customer, project)
 
 
-# A preempted run fails with a saved checkpoint; the retry resumes from it.
+def result_row(result: TrainResult, config: TrainConfig) -> dict[str, object]:
+    """The result table: first, last and eval loss rounded, so progress reads at a glance."""
+    losses = [m["loss"] for m in read_metrics(config) if isinstance(m.get("loss"), int | float)]
+    rounded = lambda value: None if value is None else round(float(value), 4)  # noqa: E731
+    return {
+        "run_name": result.run_name,
+        "status": result.status,
+        "steps": result.steps,
+        "resumed_from_step": result.resumed_from_step,
+        "first_loss": rounded(losses[0]) if losses else None,
+        "last_loss": rounded(losses[-1]) if losses else None,
+        "mean_train_loss": rounded(result.train_loss),
+        "eval_loss": rounded(result.eval_loss),
+        "tokens_per_second": round(result.tokens_per_second, 1),
+        "peak_memory_mib": round(result.peak_memory_bytes / 2**20),
+        "duration_s": round(result.duration_s, 1),
+        "examples": result.examples,
+        "adapter_dir": result.adapter_dir,
+        "modelfile": result.modelfile,
+    }
+
+
 @flow(
     name="train",
     flow_run_name="train-{config.run_name}",
-    retries=3,
-    retry_delay_seconds=60,
     validate_parameters=True,
     **AUDITED,
 )
@@ -127,7 +167,7 @@ def train_model(
             record_usage_task(config, ledger, customer, project, supplier, gpu_type, gpu_count, started)
     create_table_artifact(
         key=f"train-{config.run_name}",
-        table=[result.as_row()],
+        table=[result_row(result, config)],
         description=f"{result.status}: {result.steps} steps, loss {result.train_loss}, "
         f"{result.tokens_per_second} tokens/s; {stats.over_max_length} of {stats.examples} examples over "
         f"max_length {stats.max_length}",

@@ -3,6 +3,7 @@ checks → stored forecasts → customer and supplier reports → budget-pace al
 
 from __future__ import annotations
 
+import base64
 from collections import Counter
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -67,6 +68,13 @@ def store_task(ledger: str, forecasts: list[SeriesForecast], as_of: datetime) ->
     return store_forecasts(ledger_engine(ledger), forecasts, as_of)
 
 
+def chart_markdown(chart: Path, customer: str) -> str:
+    """The chart inside the artifact (the UI cannot read the server's files), and where its file is."""
+    encoded = base64.b64encode(chart.read_bytes()).decode("ascii")
+    image = f"![{customer}: usage and forecast](data:image/png;base64,{encoded})"
+    return f"\n\n{image}\n\nChart file: `{chart}`\n"
+
+
 @task(name="reports-and-pace-alerts", cache_policy=NO_CACHE)
 def reports_task(
     ledger: str,
@@ -89,10 +97,10 @@ def reports_task(
     ranked = sorted(customers, key=lambda o: (o.customer not in with_budget, -float(o.history.sum())))
     for outlook in ranked[:report_customers]:  # CSV, chart and UI artifact: budgets first, then the busiest
         customer_csv(outlook, reports_dir / "customers")
-        customer_chart(outlook, reports_dir / "customers")
+        chart = customer_chart(outlook, reports_dir / "customers")
         create_markdown_artifact(
             key=artifact_key("forecast-customer", outlook.customer),
-            markdown=customer_markdown(outlook, horizon),
+            markdown=customer_markdown(outlook, horizon) + chart_markdown(chart, outlook.customer),
             description=f"{outlook.customer}: usage forecast and projected month-end cost",
         )
     for outlook in ranked[report_customers:]:
@@ -132,7 +140,8 @@ def usage_forecast(
 
     Args:
         horizon_hours: How far ahead (hours) the forecast and the supplier outlook look.
-        as_of: The forecast starts at this hour (UTC); default the current hour. Past values replay history.
+        as_of: The forecast starts at this hour (UTC); default the current hour. Past values replay history:
+            on the demo ledger, 2020-05-29T00:00:00Z (Helios clusters) or 2024-11-26T00:00:00Z (Alibaba).
         history_days: Days of hourly history each model is fitted on.
         report_customers: Customers with a chart and a UI artifact (budgets first, then the busiest); every
             active customer gets a CSV.

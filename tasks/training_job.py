@@ -28,6 +28,20 @@ def write_run_config(config: TrainConfig) -> Path:
     return path
 
 
+def read_metrics(config: TrainConfig) -> list[dict[str, object]]:
+    """Every metrics line the trainer wrote for this run, oldest first (a torn last line is skipped)."""
+    path = config.log_dir / "metrics.jsonl"
+    if not path.is_file():
+        return []
+    rows = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return rows
+
+
 def latest_metrics(config: TrainConfig) -> dict[str, object] | None:
     path = config.log_dir / "metrics.jsonl"
     if not path.is_file():

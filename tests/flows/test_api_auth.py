@@ -31,6 +31,12 @@ def test_the_api_demands_the_configured_credentials(
     api = f"http://127.0.0.1:{unused_port}/api"
     try:
         assert httpx.get(f"{api}/health").status_code == 200  # probes need no credentials
+        # Prefect serves its API description without credentials (README, Security): no data, no calls.
+        root = f"http://127.0.0.1:{unused_port}"
+        schema_pages = {
+            path: httpx.get(root + path).status_code for path in ("/docs", "/redoc", "/openapi.json")
+        }
+        assert schema_pages == {"/docs": 200, "/redoc": 200, "/openapi.json": 200}, schema_pages
         assert httpx.post(f"{api}/flows/filter", json={}).status_code == 401
         wrong = base64.b64encode(b"operator:guess").decode()
         assert (

@@ -134,7 +134,7 @@ def test_usage_ingest_reports_new_duplicates_and_quarantined(runner: CliRunner, 
         + "\n"
     )
     database = f"sqlite:///{tmp_path}/ledger.db"
-    result = runner.invoke(cli, ["usage", "ingest", str(path), "--database", database])
+    result = runner.invoke(cli, ["usage", "ingest", str(path), "--database", database, "--create"])
     assert result.exit_code == 0, result.output
     assert result.stdout.strip() == (
         f"{path}: 3 rows, 1 new, 1 duplicates, 1 quarantined (unknown GPU type: 1)"
@@ -148,7 +148,8 @@ def test_convert_the_real_lora_trace_then_ingest_it(runner: CliRunner, tmp_path:
     out = tmp_path / "events.jsonl"
     converted = runner.invoke(cli, ["usage", "convert-lora-trace", str(trace), str(out), "--gpu-type", "a10"])
     assert converted.exit_code == 0 and converted.stdout.strip() == f"321 events written to {out}"
-    ingested = runner.invoke(cli, ["usage", "ingest", str(out), "--database", f"sqlite:///{tmp_path}/l.db"])
+    database = ["--database", f"sqlite:///{tmp_path}/l.db", "--create"]
+    ingested = runner.invoke(cli, ["usage", "ingest", str(out), *database])
     assert (
         ingested.stdout.strip()
         == f"{out}: 321 rows, 318 new, 0 duplicates, 3 quarantined (missing project: 3)"
@@ -158,7 +159,7 @@ def test_convert_the_real_lora_trace_then_ingest_it(runner: CliRunner, tmp_path:
 def test_usage_capacity_loads_nodes_and_names_a_bad_line(runner: CliRunner, tmp_path: Path) -> None:
     nodes = Path(__file__).parents[1] / "data" / "usage" / "demo_capacity.csv"
     database = ["--database", f"sqlite:///{tmp_path}/l.db"]
-    loaded = runner.invoke(cli, ["usage", "capacity", str(nodes), *database])
+    loaded = runner.invoke(cli, ["usage", "capacity", str(nodes), *database, "--create"])
     assert loaded.exit_code == 0 and loaded.stdout.strip() == f"{nodes}: 2 node row(s) loaded"
     bad = tmp_path / "bad.csv"
     bad.write_text(
@@ -175,7 +176,7 @@ def test_audit_lists_billing_changes_with_filters(runner: CliRunner, tmp_path: P
         '{"event_id": "e1", "customer": "acme", "project": "p", "supplier": "s", "gpu_type": "a100",'
         ' "gpu_count": 1, "start": "2026-05-01T10:00:00Z", "end": "2026-05-01T11:00:00Z"}\n'
     )
-    assert runner.invoke(cli, ["usage", "ingest", str(usage), *database]).exit_code == 0
+    assert runner.invoke(cli, ["usage", "ingest", str(usage), *database, "--create"]).exit_code == 0
     listed = runner.invoke(cli, ["audit", "--kind", "ingest", "--json", *database])
     [line] = listed.stdout.splitlines()
     record = json.loads(line)
@@ -187,3 +188,57 @@ def test_audit_lists_billing_changes_with_filters(runner: CliRunner, tmp_path: P
     assert runner.invoke(cli, ["audit", "--kind", "rollup", *database]).stdout == ""
     future = runner.invoke(cli, ["audit", "--since", "2999-01-01", *database])
     assert future.exit_code == 0 and future.stdout == ""
+
+
+def test_no_command_quietly_starts_an_empty_ledger(
+    runner: CliRunner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    missing = tmp_path / "elsewhere" / "ledger.db"
+    for args in (["audit"], ["usage", "capacity", "nodes.csv"], ["usage", "ingest", "u.jsonl"]):
+        result = runner.invoke(cli, [*args, "--database", f"sqlite:///{missing}"])
+        assert result.exit_code == 1, result.output
+        assert result.stderr.strip().splitlines() == [
+            f"error: no ledger database at {missing}: pass --database or set GPUFLOWS_LEDGER_URL "
+            "(`make up` creates the checkout's .gpuflows/ledger.db; --create starts an empty one)"
+        ]
+    assert not missing.exists()
+    monkeypatch.chdir(tmp_path)  # outside the checkout the default is still the checkout's ledger
+    monkeypatch.setattr("flows.bootstrap.STATE_DIR", tmp_path / "state")
+    result = runner.invoke(cli, ["audit"])
+    assert result.exit_code == 1 and str(tmp_path / "state" / "ledger.db") in result.stderr
+    assert not (tmp_path / ".gpuflows").exists()
+
+
+def test_a_server_that_wants_credentials_is_one_line(
+    runner: CliRunner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import threading
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    class Refuse(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - http.server's name
+            self.send_response(401)
+            self.send_header("content-type", "application/json")
+            self.end_headers()
+            self.wfile.write(b'{"exception_message": "Unauthorized"}')
+
+        do_POST = do_PATCH = do_GET  # noqa: N815
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Refuse)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    api = f"http://127.0.0.1:{server.server_port}/api"
+    try:
+        from prefect.settings import PREFECT_API_URL, temporary_settings
+
+        with temporary_settings({PREFECT_API_URL: api}):
+            result = runner.invoke(cli, ["deploy"])
+    finally:
+        server.shutdown()
+    assert result.exit_code == 1
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"error: the Prefect API at {api} wants credentials: set PREFECT_API_AUTH_STRING "
+        "(user:password, as the server's PREFECT_SERVER_API_AUTH_STRING)"
+    )

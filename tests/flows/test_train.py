@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import httpx
@@ -11,8 +12,9 @@ import sqlalchemy as sa
 
 from blocks.ledger import LedgerDatabase
 from flows.train import train_model
+from tasks.errors import GpuflowsError
 from tasks.ledger import connect, usage_events
-from tasks.trainer import TrainConfig
+from tasks.trainer import TrainConfig, TrainingPreempted
 from tasks.training_data import DatasetError
 
 CHAT = {
@@ -77,10 +79,35 @@ def test_the_flow_trains_and_leaves_a_result_table(
     [artifact] = response.json()
     [row] = json.loads(artifact["data"])  # a table artifact's data is the JSON of its rows
     assert artifact["type"] == "table" and row["steps"] == 3 and row["status"] == "completed"
+    assert row["first_loss"] > 0 and row["last_loss"] > 0
+    assert all(len(str(row[k]).split(".")[-1]) <= 4 for k in ("first_loss", "last_loss", "mean_train_loss"))
 
 
-def test_a_bad_dataset_fails_before_training_naming_the_line(tmp_path: Path, tiny_qwen: Path) -> None:
+def test_a_bad_dataset_fails_at_once_naming_the_line(tmp_path: Path, tiny_qwen: Path) -> None:
     config = config_for(tmp_path, tiny_qwen, [json.dumps(CHAT), "{broken"])
+    started = time.monotonic()
     with pytest.raises(DatasetError, match=r"chat.jsonl:2: invalid JSON"):
-        train_model.with_options(retries=0)(config)
+        train_model(config)  # the deployment's own settings: no retry waits 60 s for the same error
+    assert time.monotonic() - started < 30
     assert not (tmp_path / "ckpt" / "flow-run").exists(), "no training started"
+
+
+def test_a_missing_base_model_fails_at_once(tmp_path: Path, tiny_qwen: Path) -> None:
+    config = config_for(tmp_path, tiny_qwen, [json.dumps(CHAT)] * 4).model_copy(
+        update={"base_model": "no-such-model"}
+    )
+    started = time.monotonic()
+    with pytest.raises(Exception, match="no-such-model"):
+        train_model(config)
+    assert time.monotonic() - started < 30
+
+
+def test_only_preemption_is_retried() -> None:
+    from prefect.states import Failed
+
+    from flows.train import only_preemption, run_trainer_task
+
+    assert run_trainer_task.retries == 3
+    assert only_preemption(None, None, Failed(data=TrainingPreempted("preempted")))
+    assert not only_preemption(None, None, Failed(data=DatasetError("chat.jsonl:2: invalid JSON")))
+    assert not only_preemption(None, None, Failed(data=GpuflowsError("training run x failed (exit 1)")))

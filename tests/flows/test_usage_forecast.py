@@ -98,6 +98,7 @@ def test_forecast_reports_and_alerts_once(tmp_path: Path, prefect_server: str) -
         json={"artifacts": {"key": {"any_": ["forecast-customer-vcjlv"]}}, "limit": 1},
     ).json()
     assert "vcJLV" in artifact["data"] and "vc8Sj" not in artifact["data"]
+    assert "](data:image/png;base64,iVBORw0KGgo" in artifact["data"]  # the chart itself, a PNG
     supplier = (tmp_path / "r" / "suppliers" / "supplier-forecast-sensetime-earth.csv").read_text()
     assert supplier.splitlines()[0].startswith("supplier,window_hours,allocated_gpu_hours")
 

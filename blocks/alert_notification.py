@@ -1,0 +1,78 @@
+"""The notification block Prefect's automations send through: the server process imports it (the
+`prefect.collections` entry point names `blocks`), and it delivers through the AlertRoutes block's Apprise
+URLs, routed by urgency like every other alert.
+
+When it cannot deliver (no channel for the urgency, every attempt failed, no AlertRoutes block), it writes
+`ALERT NOT SENT: <why>` into the flow run's own log, where people look, and raises, so Prefect also records
+the automation's action as failed (once: not redelivered). The reason names channels, never their URLs.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+from typing import Literal
+from uuid import UUID
+
+import anyio
+from prefect.blocks.abstract import NotificationBlock, NotificationError
+from pydantic import Field
+
+from blocks.alert_routes import AlertRoutes
+from tasks.alerts import Alert, send_alert
+from tasks.audit import redact
+
+# The automations' body template ends with this line (flows/automations.py), so the block knows the run.
+RUN_LINE = re.compile(r"^Flow run id: ([0-9a-f-]{36})$", re.MULTILINE)
+
+
+class GpuflowsAlert(NotificationBlock):
+    """Sends an alert of one urgency through an AlertRoutes block (Apprise URLs by channel)."""
+
+    _block_type_name = "gpuflows Alert"
+    _block_type_slug = "gpuflows-alert"
+    _description = "Automations notify through this: the AlertRoutes block's channels for one urgency."
+
+    routes: str = Field(default="default", min_length=1, description="Name of the AlertRoutes block.")
+    urgency: Literal["critical", "warning", "info"] = "critical"
+    attempts: int = Field(default=3, ge=1, le=10, description="Delivery attempts per channel.")
+    backoff_s: float = Field(default=1.0, ge=0, le=60, description="First retry delay (exponential).")
+
+    async def notify(self, body: str, subject: str | None = None) -> None:
+        # Apprise and the block load are blocking calls; the server's event loop must keep serving.
+        await anyio.to_thread.run_sync(self.send, body, subject)
+
+    def send(self, body: str, subject: str | None = None) -> None:
+        alert = Alert(self.urgency, redact(subject or "gpuflows alert"), redact(body))
+        try:
+            channels = AlertRoutes.load(self.routes).channels()
+            send_alert(alert, channels, self.attempts, self.backoff_s)
+        except Exception as error:
+            reason = f"{type(error).__name__}: {error}" if isinstance(error, ValueError) else str(error)
+            message = f"ALERT NOT SENT ({self.urgency}): {redact(reason)}"
+            log_not_sent(body, message)
+            # NotificationError: Prefect records the action as failed and does not redeliver it (an
+            # unexpected error would be retried, and the log line repeated).
+            raise NotificationError(log=message) from None
+
+
+def log_not_sent(body: str, message: str) -> None:
+    """Writes `message` into the log of the flow run the alert is about (if the body names one)."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import LogCreate
+
+    match = RUN_LINE.search(body)
+    if match is None:
+        return
+    with get_client(sync_client=True) as client:
+        client.create_logs(
+            [
+                LogCreate(
+                    name="gpuflows.alerts",
+                    level=40,
+                    message=message,
+                    timestamp=datetime.now(UTC),
+                    flow_run_id=UUID(match.group(1)),
+                )
+            ]
+        )
