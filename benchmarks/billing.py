@@ -32,8 +32,9 @@ import numpy as np
 import sqlalchemy as sa
 
 from blocks.rate_card import DEFAULT_RATES
-from tasks.ledger import connect, ingest_file
-from tasks.rollup import billed_total, close_through, rates_from, rollup_days
+from tasks.billing.ledger import ingest_file
+from tasks.billing.rollup import billed_total, close_through, rates_from, rollup_days
+from tasks.database import connect
 
 ROOT = Path(__file__).resolve().parents[1]
 TRACE = ROOT.parent / "shared" / "data" / "alibaba-genai-lora" / "lora_request_trace.csv"

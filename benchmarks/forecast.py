@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tasks.forecasting import MODELS, Candidate, clean, forecast_series, mase_scale
+from tasks.forecast.models import MODELS, Candidate, clean, forecast_series, mase_scale
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data" / "helios-vc"

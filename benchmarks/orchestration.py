@@ -22,9 +22,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from tasks.decomposition import AgentConfig, OllamaDecompositionAgent, plan_prompt
-from tasks.ollama import ChatMessage, OllamaClient
-from tasks.tokens import TokenCounter
+from tasks.decomposition.agent import OllamaDecompositionAgent
+from tasks.decomposition.ollama import ChatMessage, OllamaClient
+from tasks.decomposition.plan import AgentConfig, plan_prompt
+from tasks.decomposition.tokens import TokenCounter
 from tests.standins.ollama import StandinOllama
 
 MODEL = "bench:7b"

@@ -15,8 +15,8 @@ import semchunk
 from langchain_text_splitters import RecursiveCharacterTextSplitter
 
 from benchmarks.corpus import load_corpus
-from tasks.splitting import SplitOptions, split_document
-from tasks.tokens import TokenCounter, get_encoding
+from tasks.decomposition.splitting import SplitOptions, split_document
+from tasks.decomposition.tokens import TokenCounter, get_encoding
 from tests.structure import ends_inside_fence, fence_openings, fence_problem, table_problem, table_rows
 
 BUDGETS = (1000, 4000)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 
 from benchmarks.corpus import load_corpus
-from tasks.tokens import TokenCounter, get_encoding
+from tasks.decomposition.tokens import TokenCounter, get_encoding
 
 
 def measure() -> tuple[str, list[tuple[str, float, float]]]:

@@ -15,7 +15,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from tasks.demo_volumes import ensure_demo_volumes
+from tasks.training.demo_volumes import ensure_demo_volumes
 
 STEPS = 40
 SETTINGS = {
@@ -75,7 +75,7 @@ def flow_rate(volumes: Path, run: str) -> float:
     from prefect.testing.utilities import prefect_test_harness
 
     from flows.train import train_model
-    from tasks.trainer import TrainConfig
+    from tasks.training.trainer import TrainConfig
 
     config = TrainConfig(
         run_name=run,

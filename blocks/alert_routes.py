@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from prefect.blocks.core import Block
-from pydantic import Field, SecretStr
+from pydantic import ConfigDict, Field, SecretStr
 
 
 class AlertRoutes(Block):
@@ -13,6 +13,7 @@ class AlertRoutes(Block):
     _block_type_name = "gpuflows Alert Routes"
     _block_type_slug = "gpuflows-alert-routes"
     _description = "Apprise URLs for SMS, instant messages and email; urgency decides which are used."
+    model_config = ConfigDict(hide_input_in_errors=True)  # the URLs carry tokens
 
     sms: list[SecretStr] = Field(default_factory=list, description="e.g. twilio://…, sns://…")
     im: list[SecretStr] = Field(default_factory=list, description="e.g. slack://…, matrix://…, tgram://…")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from prefect.blocks.core import Block
-from pydantic import Field, SecretStr, field_validator
+from pydantic import ConfigDict, Field, SecretStr, field_validator
 
 
 class LedgerDatabase(Block):
@@ -12,6 +12,8 @@ class LedgerDatabase(Block):
     _block_type_name = "gpuflows Ledger Database"
     _block_type_slug = "gpuflows-ledger-database"
     _description = "SQLAlchemy URL of the usage ledger (sqlite:///… or postgresql+psycopg://…)."
+    # A refused URL must not come back inside the error: it carries the password.
+    model_config = ConfigDict(hide_input_in_errors=True)
 
     url: SecretStr = Field(description="sqlite:///absolute/path.db or postgresql+psycopg://user:pass@host/db")
 

@@ -8,7 +8,7 @@ import httpx
 from prefect.blocks.core import Block
 from pydantic import Field, field_validator
 
-from tasks.ollama import DEFAULT_HOST, DEFAULT_MODEL
+from tasks.decomposition.ollama import DEFAULT_HOST, DEFAULT_MODEL
 
 
 def host_limit_name(host: str) -> str:

@@ -2,15 +2,26 @@
 
 from __future__ import annotations
 
+import re
 from datetime import date
 from decimal import Decimal
 
 from prefect.blocks.core import Block
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 
 
 class GpuRate(BaseModel):
     gpu_type: str = Field(description="Lowercase, as in the ledger (rtx5090, h100, …)")
+
+    @field_validator("gpu_type", mode="before")
+    @classmethod
+    def _gpu_name(cls, value: object) -> object:
+        """One spelling everywhere: a type priced here is accepted by the ledger and the train flow."""
+        name = str(value).strip().lower()
+        if not re.fullmatch(r"[a-z0-9][a-z0-9-]{0,49}", name):
+            raise ValueError(f"gpu_type must be a name such as rtx5090 or h100, got {value!r}")
+        return name
+
     customer_price: Decimal = Field(ge=0, description="Per GPU-hour, charged to the customer")
     supplier_payout: Decimal = Field(ge=0, description="Per GPU-hour, paid to the supplier")
     effective_from: date = date(2000, 1, 1)

@@ -70,7 +70,6 @@ def _write(flow: Any, flow_run: Any, state: Any, kind: str) -> None:
             trigger=trigger_of(flow_run),
             state=None if state is None else state.type.value,
         )
-    engine.dispose()
 
 
 CUSTOMER_TEXT = {"prompt", "instructions"}

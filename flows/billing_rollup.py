@@ -14,62 +14,49 @@ from typing import Annotated
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
+from prefect.runtime import flow_run
 from pydantic import Field
 
-from blocks.budgets import Budgets
-from blocks.rate_card import RateCard
 from flows.audit_hooks import AUDITED
 from flows.parameters import BlockName, IsoDate
-from flows.resources import alert_sender, ledger_engine
-from tasks.budgets import BudgetAlert, BudgetLine, check_budgets, month_bounds
-from tasks.errors import InputError
-from tasks.rollup import (
+from flows.resources import Billing, billing_resources
+from tasks.billing.budgets import BudgetAlert, check_budgets, month_bounds
+from tasks.billing.rollup import (
     ClosedPeriod,
     RollupSummary,
     adjustment_rows,
     close_through,
     customer_rows,
     due_for_close,
-    rates_from,
     rollup_days,
 )
-from tasks.statements import write_statements
+from tasks.billing.statements import write_statements
+from tasks.errors import InputError
 
 
-def close_due_periods(grace_hours: int, ledger: str, rate_card: str) -> list[ClosedPeriod]:
-    card = RateCard.load(rate_card)
-    engine = ledger_engine(ledger)
+def close_due_periods(grace_hours: int, billing: Billing) -> list[ClosedPeriod]:
     through = due_for_close(datetime.now(UTC), timedelta(hours=grace_hours))
-    return close_through(engine, through, rates_from(card.rates), card.currency)
+    return close_through(billing.engine, through, billing.prices.rates, billing.prices.currency)
 
 
-def roll_up(first_day: date, last_day: date, ledger: str, rate_card: str) -> RollupSummary:
-    card = RateCard.load(rate_card)
-    engine = ledger_engine(ledger)
-    return rollup_days(engine, first_day, last_day, rates_from(card.rates), card.currency)
+def roll_up(first_day: date, last_day: date, billing: Billing) -> RollupSummary:
+    return rollup_days(billing.engine, first_day, last_day, billing.prices.rates, billing.prices.currency)
 
 
-def alert_on_budgets(
-    months: list[date], ledger: str, rate_card: str, budgets: str, alert_routes: str
-) -> list[BudgetAlert]:
-    policy = Budgets.load(budgets)
-    if not policy.budgets:
-        return []
-    lines = [BudgetLine(b.customer, b.project, b.monthly_amount) for b in policy.budgets]
-    engine = ledger_engine(ledger)
-    currency = RateCard.load(rate_card).currency
-
-    send = alert_sender(alert_routes)
+def alert_on_budgets(months: list[date], billing: Billing) -> list[BudgetAlert]:
+    policy = billing.budgets
     decided: list[BudgetAlert] = []
     for month in months:
-        decided += check_budgets(engine, lines, policy.thresholds, month, currency, send)
+        decided += check_budgets(
+            billing.engine, policy.lines, policy.thresholds, month, billing.prices.currency, billing.send
+        )
     return decided
 
 
-def statements(first_day: date, last_day: date, ledger: str, out_dir: Path) -> list[dict]:
-    engine = ledger_engine(ledger)
-    rows = customer_rows(engine, first_day, last_day)
-    write_statements(rows, out_dir, first_day, last_day, adjustment_rows(engine, first_day, last_day))
+def statements(first_day: date, last_day: date, billing: Billing, out_dir: Path) -> list[dict]:
+    rows = customer_rows(billing.engine, first_day, last_day)
+    adjustments = adjustment_rows(billing.engine, first_day, last_day)
+    write_statements(rows, out_dir, first_day, last_day, adjustments)
     return rows
 
 
@@ -79,9 +66,17 @@ budgets_task = task(alert_on_budgets, name="budget-alerts", cache_policy=NO_CACH
 statements_task = task(statements, name="write-statements", cache_policy=NO_CACHE)
 
 
+def rollup_run_name(parameters: dict) -> str:
+    """`rollup-2024-11-15-2024-11-26`; a scheduled run (no days given) is named after the days it covers."""
+    today = datetime.now(UTC).date()
+    first = parameters.get("first_day") or today - timedelta(days=1)
+    last = parameters.get("last_day") or today
+    return f"{'close-and-rollup' if parameters.get('close') else 'rollup'}-{first}-{last}"
+
+
 @flow(
     name="billing-rollup",
-    flow_run_name="rollup-{first_day}-{last_day}",
+    flow_run_name=lambda: rollup_run_name(flow_run.parameters),
     validate_parameters=True,
     **AUDITED,
 )
@@ -113,12 +108,13 @@ def billing_rollup(
         statements_dir: Where the per-customer CSV statements are written.
     """
     logger = get_run_logger()
+    billing = billing_resources(ledger, rate_card, budgets, alert_routes)  # each block loaded once
     today = datetime.now(UTC).date()
     first_day, last_day = first_day or today - timedelta(days=1), last_day or today
     if first_day > last_day:
         raise InputError(f"first_day {first_day} is after last_day {last_day}")
     if close:
-        closed = close_task(grace_hours, ledger, rate_card)
+        closed = close_task(grace_hours, billing)
         logger.info(
             "closed %d day(s)%s", len(closed), f": {closed[0].day}..{closed[-1].day}" if closed else ""
         )
@@ -128,7 +124,7 @@ def billing_rollup(
                 table=[{k: str(v) for k, v in asdict(c).items()} for c in closed],
                 description=f"closed through {closed[-1].day}; later usage for them becomes adjustments",
             )
-    summary = roll_up_task(first_day, last_day, ledger, rate_card)
+    summary = roll_up_task(first_day, last_day, billing)
     logger.info(
         "%s..%s: %d open day(s) recomputed, %d closed left as they are; %s GPU-h, cost %s %s, payout %s, "
         "margin %s, adjustments %s",
@@ -144,10 +140,10 @@ def billing_rollup(
         summary.adjustments_cost,
     )
     months = sorted({month_bounds(first_day)[0], month_bounds(last_day)[0]})
-    alerts = budgets_task(months, ledger, rate_card, budgets, alert_routes)
+    alerts = budgets_task(months, billing)
     for alert in alerts:
         logger.info("budget %s %d%%: %s", alert.budget.scope, alert.threshold, alert.status)
-    rows = statements_task(first_day, last_day, ledger, statements_dir)
+    rows = statements_task(first_day, last_day, billing, statements_dir)
     create_table_artifact(
         key="billing-rollup",
         table=[{k: str(v) for k, v in row.items() if k != "computed_at"} for row in rows]

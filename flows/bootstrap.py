@@ -113,7 +113,7 @@ def set_up(env: dict[str, str]) -> list[str]:
     from prefect.workers.process import ProcessWorker
 
     from blocks.ollama import OllamaServer
-    from tasks.concurrency_limits import ensure_limit
+    from flows.concurrency_limits import ensure_limit
 
     done: list[str] = []
     gpu_template = json.loads((PROJECT_DIR / "k8s" / "work-pools" / "rtx5090.json").read_text())
@@ -162,7 +162,7 @@ def set_up(env: dict[str, str]) -> list[str]:
     ):
         done.append(ensure_block(block_class, make))
     done.append(seed_ledger(LedgerDatabase.load("default").url.get_secret_value()))
-    from tasks.demo_volumes import ensure_demo_volumes
+    from tasks.training.demo_volumes import ensure_demo_volumes
 
     volumes = ensure_demo_volumes(STATE_DIR / "volumes")
     done.append(f"demo training volumes in {volumes.relative_to(PROJECT_DIR)} (tiny-qwen, demo-chat.jsonl)")
@@ -207,9 +207,11 @@ def seed_ledger(url: str) -> str:
 
     import sqlalchemy as sa
 
-    from tasks.capacity import load_capacity, read_capacity
-    from tasks.ledger import connect, ingest_file, usage_events
-    from tasks.trace_import import helios_capacity_rows, helios_vc_events, lora_trace_events
+    from tasks.billing.capacity import load_capacity, read_capacity
+    from tasks.billing.ledger import ingest_file
+    from tasks.billing.trace_import import helios_capacity_rows, helios_vc_events, lora_trace_events
+    from tasks.database import connect
+    from tasks.schema import usage_events
 
     engine = connect(url)
     with engine.connect() as connection:
@@ -279,20 +281,33 @@ def deploy(env: dict[str, str]) -> list[str]:
 
 def seal_parameters() -> list[str]:
     """Prefect's parameter schemas accept unknown names, and a misspelt one (`first_dya`) then crashes the
-    run in its process. Sealed (`additionalProperties: false`), the API answers 409 naming it instead."""
+    run in its process. Sealed (`additionalProperties: false`), the API answers 409 naming it instead. A
+    `gpu_type` parameter is limited to the types the ledger accepts with the `default` rate card (deploy
+    again after adding one); the flow checks it against its own rate card as well."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.actions import DeploymentUpdate
     from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterName
 
+    from flows.resources import prices
+
     names = [d["name"] for d in yaml_deployments()]
+    try:
+        gpu_types = sorted(prices("default").gpu_types)
+    except ValueError:  # no rate card yet: the ledger's own list
+        from tasks.billing.ledger import accepted_gpu_types
+
+        gpu_types = sorted(accepted_gpu_types())
     done = []
     with get_client(sync_client=True) as client:
         for deployment in client.read_deployments(
             deployment_filter=DeploymentFilter(name=DeploymentFilterName(any_=names))
         ):
-            schema = dict(deployment.parameter_openapi_schema or {})
-            if schema.get("additionalProperties") is not False:
-                schema["additionalProperties"] = False
+            schema = json.loads(json.dumps(deployment.parameter_openapi_schema or {}))
+            schema["additionalProperties"] = False
+            for branch in schema.get("properties", {}).get("gpu_type", {}).get("anyOf", []):
+                if branch.get("type") == "string":
+                    branch["enum"] = gpu_types
+            if schema != deployment.parameter_openapi_schema:
                 client.update_deployment(deployment.id, DeploymentUpdate(parameter_openapi_schema=schema))
             done.append(f"parameters of {deployment.name} sealed")
     return done

@@ -119,7 +119,7 @@ def decompose(
     prompt: str, as_json: bool, via_prefect: bool | None, instructions: str | None, **overrides: Any
 ) -> None:
     """Answer PROMPT (text, @file, or - for stdin) with the decomposition agent."""
-    from tasks.decomposition import AgentConfig
+    from tasks.decomposition.plan import AgentConfig
 
     settings = {
         "ollama_host": overrides.pop("host"),
@@ -141,7 +141,7 @@ def decompose(
             click.echo("running as a Prefect flow run…", err=True)
             result = decompose_flow(text, config, server="default", instructions=instructions)
         else:
-            from tasks.decomposition import OllamaDecompositionAgent
+            from tasks.decomposition.agent import OllamaDecompositionAgent
 
             agent = OllamaDecompositionAgent(config)
             result = agent.process(text, instructions, progress=lambda line: click.echo(line, err=True))
@@ -192,7 +192,7 @@ def open_ledger(database: str | None, create: bool = False) -> Any:
     """The ledger's engine. A SQLite ledger that does not exist is created only on request: run from another
     folder, a command must not quietly start an empty ledger and report nothing."""
     from flows.bootstrap import STATE_DIR
-    from tasks.ledger import connect
+    from tasks.database import connect
 
     url = database or f"sqlite:///{STATE_DIR / 'ledger.db'}"
     if url.startswith("sqlite:///") and not create:
@@ -212,7 +212,7 @@ def open_ledger(database: str | None, create: bool = False) -> Any:
 @create_option
 def usage_ingest(files: tuple[Path, ...], source: str | None, database: str | None, create: bool) -> None:
     """Ingest usage events from JSONL or CSV FILES: duplicates skipped, bad rows quarantined with a reason."""
-    from tasks.ledger import ingest_file
+    from tasks.billing.ledger import ingest_file
 
     try:
         engine = open_ledger(database, create)
@@ -233,7 +233,7 @@ def usage_ingest(files: tuple[Path, ...], source: str | None, database: str | No
 @click.option("--gpu-type", default="a10", show_default=True, help="GPU type the requests ran on")
 def usage_convert_lora_trace(trace: Path, out: Path, gpu_type: str) -> None:
     """Convert the Alibaba GenAI LoRA request TRACE (CSV) into usage events (JSONL) for `usage ingest`."""
-    from tasks.trace_import import lora_trace_events
+    from tasks.billing.trace_import import lora_trace_events
 
     try:
         with out.open("w", encoding="utf-8") as handle:
@@ -252,7 +252,7 @@ def usage_convert_lora_trace(trace: Path, out: Path, gpu_type: str) -> None:
 def usage_capacity(nodes: Path, database: str | None, create: bool) -> None:
     """Load supplier capacity from a NODES CSV (supplier,node,gpu_type,gpu_count,valid_from,valid_to),
     upserted by supplier, node and valid_from; the rollup reports idle capacity from it."""
-    from tasks.capacity import load_capacity, read_capacity
+    from tasks.billing.capacity import load_capacity, read_capacity
 
     try:
         written = load_capacity(open_ledger(database, create), read_capacity(nodes))

@@ -11,40 +11,30 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Annotated
+from datetime import timedelta
+from typing import Annotated, Any
 from uuid import UUID
 
-from prefect import flow, get_run_logger, task
+from prefect import Task, flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_progress_artifact, update_progress_artifact
-from prefect.cache_policies import NO_CACHE
+from prefect.cache_policies import NO_CACHE, CacheKeyFnPolicy
 from prefect.concurrency.sync import concurrency
 from prefect.futures import as_completed
 from prefect.task_runners import ThreadPoolTaskRunner
+from prefect.utilities.hashing import hash_objects
 from pydantic import Field
 
 from blocks.ollama import OllamaServer, host_limit_name
 from flows.audit_hooks import AUDITED
+from flows.concurrency_limits import ensure_limit
 from flows.parameters import BlockName
-from tasks.concurrency_limits import ensure_limit
-from tasks.decomposition import (
-    AgentConfig,
-    DecompositionResult,
-    Part,
-    Plan,
-    SubTaskRecord,
-    answer_part_task_for,
-    build_result,
-    failed_record,
-    inspect_model_task,
-    new_aggregator,
-    plan_prompt_task,
-    section_answers,
-    synthesis_answers,
-)
-from tasks.decomposition_report import decomposition_markdown
-from tasks.errors import InputError, SubTaskFailedError
-from tasks.ollama import DEFAULT_HOST, DEFAULT_MODEL, display_host
-from tasks.tokens import TokenCounter
+from tasks.decomposition.agent import answer_part, inspect_model
+from tasks.decomposition.driver import drive, drive_sync, failed_record
+from tasks.decomposition.ollama import DEFAULT_HOST, DEFAULT_MODEL, display_host
+from tasks.decomposition.plan import AgentConfig, DecompositionResult, Part, Plan, SubTaskRecord, plan_prompt
+from tasks.decomposition.report import decomposition_markdown
+from tasks.decomposition.tokens import TokenCounter
+from tasks.errors import InputError
 
 DEFAULT_NUM_PARALLEL = 3  # matches the Ollama Deployment's OLLAMA_NUM_PARALLEL in k8s/
 
@@ -81,6 +71,34 @@ def resolve_server(config: AgentConfig, server: str | None) -> tuple[AgentConfig
 
 
 resolve_server_task = task(resolve_server, name="resolve-server", cache_policy=NO_CACHE)
+
+
+def result_cache_key(context: object, parameters: dict[str, Any]) -> str:
+    """Cached answers are keyed by host, model, options and prompt, nothing else."""
+    part, config, options = parameters["part"], parameters["config"], parameters["options"]
+    messages = [(m.role, m.content) for m in part.messages]
+    key = hash_objects(config.host, config.model, options.as_json(), config.think, messages)
+    if key is None:
+        raise RuntimeError("could not hash the answer cache key")
+    return key
+
+
+# The client retries with backoff and Retry-After itself; Prefect retries on top would multiply attempts.
+answer_part_task = task(
+    answer_part, name="answer-part", task_run_name="{part.kind}-{part.key}", cache_policy=NO_CACHE
+)
+inspect_model_task = task(inspect_model, name="inspect-model", cache_policy=NO_CACHE)
+plan_prompt_task = task(plan_prompt, name="plan-prompt", cache_policy=NO_CACHE)
+
+
+def answer_part_task_for(config: AgentConfig) -> Task[..., SubTaskRecord]:
+    if not config.enable_result_caching:
+        return answer_part_task
+    return answer_part_task.with_options(
+        cache_policy=CacheKeyFnPolicy(cache_key_fn=result_cache_key),
+        cache_expiration=timedelta(seconds=config.result_cache_ttl_seconds),
+        persist_result=True,
+    )
 
 
 def run_parts(
@@ -150,22 +168,15 @@ def decompose(
     # One lease of `width` of the host's slots for the whole run (strict: a missing limit fails the run).
     # Never more than the host's limit in flight across runs, without an acquire and release per call.
     with concurrency(host.name, occupy=width, strict=True):
-        if plan.mode == "single":
-            [record] = run_parts([Part.of_subtask(plan.subtasks[0], "single")], config, plan, width, progress)
-            if record.status == "failed":
-                raise SubTaskFailedError(f"the prompt (one call) failed: {record.error}")
-            result = build_result(plan, record.content, [record], [], [], started)
-        else:
-            parts = [Part.of_subtask(s, "section") for s in plan.subtasks]
-            sections = run_parts(parts, config, plan, width, progress)
-            answers, missing = section_answers(sections, config.allow_partial)
-            aggregator = new_aggregator(plan, answers, config, counter)
-            synthesis: list[SubTaskRecord] = []
-            while batch := aggregator.next_batch():
-                done = run_parts([Part.of_synthesis(r) for r in batch], config, plan, width, None)
-                synthesis.extend(done)
-                aggregator.feed(synthesis_answers(done))
-            result = build_result(plan, aggregator.final, sections, synthesis, missing, started)
+        answered = 0
+
+        def answer(parts: Sequence[Part]) -> list[SubTaskRecord]:
+            nonlocal answered  # the progress bar follows the sections, not the synthesis rounds
+            records = run_parts(parts, config, plan, width, progress if answered == 0 else None)
+            answered += 1
+            return records
+
+        result = drive_sync(drive(plan, config, counter, started), answer)
     create_markdown_artifact(
         key="decompose-answer",
         markdown=decomposition_markdown(result, config.model, display_host(config.host)),

@@ -6,6 +6,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated
 
+import sqlalchemy as sa
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
@@ -13,12 +14,12 @@ from pydantic import Field
 
 from flows.audit_hooks import AUDITED
 from flows.parameters import BlockName
-from flows.resources import ledger_engine
-from tasks.ledger import IngestSummary, ingest_file
+from flows.resources import ledger_engine, prices
+from tasks.billing.ledger import IngestSummary, ingest_file
 
 
-def ingest(path: Path, source: str | None, ledger: str) -> IngestSummary:
-    return ingest_file(ledger_engine(ledger), path, source)
+def ingest(path: Path, source: str | None, engine: sa.Engine, gpu_types: frozenset[str]) -> IngestSummary:
+    return ingest_file(engine, path, source, gpu_types)
 
 
 ingest_task = task(ingest, name="ingest-file", cache_policy=NO_CACHE)
@@ -34,6 +35,7 @@ def ingest_usage(
     path: Path,
     source: Annotated[str, Field(min_length=1, max_length=200)] | None = None,
     ledger: BlockName = "default",
+    rate_card: BlockName = "default",
 ) -> IngestSummary:
     """Ingest usage events: duplicates (same source + event id) skipped and counted, bad rows quarantined
     with their reason, the whole batch written atomically.
@@ -42,8 +44,9 @@ def ingest_usage(
         path: A .jsonl or .csv file readable by the worker.
         source: Name used to deduplicate events (default: the file name).
         ledger: Name of the LedgerDatabase block.
+        rate_card: Name of the RateCard block: a GPU type it prices is accepted.
     """
-    summary = ingest_task(path, source, ledger)
+    summary = ingest_task(path, source, ledger_engine(ledger), prices(rate_card).gpu_types)
     get_run_logger().info(
         "%s: %d rows, %d new, %d duplicates, %d quarantined",
         path,

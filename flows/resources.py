@@ -1,33 +1,89 @@
-"""What the flows load from their blocks: the ledger's database and the alert routes. One place, so every
-flow opens the ledger and sends alerts the same way, and the Secret values never leave these calls."""
+"""What a flow run loads from its blocks, resolved once per run and passed down as ready objects: the ledger
+engine (one per URL per process, migrated once: tasks/database.py), prices, budgets and the alert sender. One
+place, so every flow opens the ledger and sends alerts the same way, and Secret values never leave here."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import sqlalchemy as sa
 
 from blocks.alert_routes import AlertRoutes
+from blocks.budgets import Budgets
 from blocks.ledger import LedgerDatabase
+from blocks.rate_card import RateCard
 from tasks.alerts import Alert, Delivery, send_alert
 from tasks.audit import redact
+from tasks.billing.budgets import BudgetLine
+from tasks.billing.ledger import accepted_gpu_types
+from tasks.billing.rollup import Rate, rates_from
+from tasks.database import connect
 from tasks.errors import GpuflowsError
-from tasks.ledger import connect
+
+Send = Callable[[Alert], list[Delivery]]
 
 
 def ledger_engine(block: str) -> sa.Engine:
-    """An engine on the (migrated) ledger named by a LedgerDatabase block."""
+    """The engine on the (migrated) ledger named by a LedgerDatabase block."""
     return connect(LedgerDatabase.load(block).url.get_secret_value())
 
 
-def alert_sender(block: str, attempts: int = 3, backoff_s: float = 2.0) -> Callable[[Alert], list[Delivery]]:
-    """Sends an alert through the AlertRoutes block `block`, loaded only when an alert is due. An alert that
-    could not be sent says so in the run's own log (what the UI shows), then the error goes to the caller."""
+@dataclass(frozen=True, slots=True)
+class Prices:
+    rates: list[Rate]
+    currency: str
+
+    @property
+    def gpu_types(self) -> frozenset[str]:
+        """The GPU types usage may name: the ledger's own list and every type this card prices."""
+        return accepted_gpu_types(rate.gpu_type for rate in self.rates)
+
+
+def prices(block: str) -> Prices:
+    card = RateCard.load(block)
+    return Prices(rates_from(card.rates), card.currency)
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetPolicy:
+    lines: list[BudgetLine]
+    thresholds: list[int]
+
+
+def budget_policy(block: str) -> BudgetPolicy:
+    policy = Budgets.load(block)
+    lines = [BudgetLine(b.customer, b.project, b.monthly_amount) for b in policy.budgets]
+    return BudgetPolicy(lines, list(policy.thresholds))
+
+
+@dataclass(frozen=True, slots=True)
+class Billing:
+    """Everything the billing and forecast flows need, resolved once at the start of a run."""
+
+    engine: sa.Engine
+    prices: Prices
+    budgets: BudgetPolicy
+    send: Send = field(repr=False)
+
+
+def billing_resources(ledger: str, rate_card: str, budgets: str, alert_routes: str) -> Billing:
+    engine = ledger_engine(ledger)
+    return Billing(engine, prices(rate_card), budget_policy(budgets), alert_sender(alert_routes))
+
+
+def alert_sender(block: str, attempts: int = 3, backoff_s: float = 2.0) -> Send:
+    """Sends an alert through the AlertRoutes block `block`, loaded once, when the first alert is due. An
+    alert that could not be sent says so in the run's own log (what the UI shows), then the error goes to
+    the caller."""
+    loaded: list[dict[str, list[str]]] = []
 
     def send(alert: Alert) -> list[Delivery]:
         try:
-            return send_alert(alert, AlertRoutes.load(block).channels(), attempts, backoff_s)
+            if not loaded:
+                loaded.append(AlertRoutes.load(block).channels())
+            return send_alert(alert, loaded[0], attempts, backoff_s)
         except Exception as error:
             reason = str(error) if isinstance(error, GpuflowsError) else f"{type(error).__name__}: {error}"
             run_logger().error("ALERT NOT SENT (%s) %r: %s", alert.urgency, alert.title, redact(reason))

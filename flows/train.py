@@ -8,8 +8,9 @@ default it runs on the local process pool with a tiny model, on CPU.
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated, Literal
+from typing import Annotated
 
+import sqlalchemy as sa
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_progress_artifact, create_table_artifact, update_progress_artifact
 from prefect.cache_policies import NO_CACHE
@@ -17,10 +18,13 @@ from prefect.runtime import flow_run
 from prefect.states import State
 from pydantic import Field
 
-from blocks.ledger import LedgerDatabase
 from flows.audit_hooks import AUDITED
 from flows.parameters import BlockName
-from tasks.trainer import (
+from flows.resources import ledger_engine, prices
+from tasks.billing.ledger import UsageEvent
+from tasks.errors import InputError
+from tasks.training.job import read_metrics, run_trainer
+from tasks.training.trainer import (
     LengthStats,
     TrainConfig,
     TrainingPreempted,
@@ -28,10 +32,10 @@ from tasks.trainer import (
     check_training_inputs,
     planned_steps,
 )
-from tasks.training_job import read_metrics, run_trainer
-from tasks.training_usage import record_training_usage
+from tasks.training.usage import record_training_usage, training_event
 
-GpuType = Literal["rtx4090", "rtx5090", "a100", "h100", "l40s", "a10", "t4", "v100", "p100"]
+# Checked at run start against the ledger's list and the rate card (flows/resources.py: Prices.gpu_types).
+GpuType = Annotated[str, Field(min_length=1, max_length=50, pattern=r"^[a-z0-9][a-z0-9-]*$")]
 
 
 def check_inputs(config: TrainConfig) -> LengthStats:
@@ -77,34 +81,19 @@ def run_trainer_task(config: TrainConfig, total_steps: int) -> TrainResult:
 
 
 @task(name="record-gpu-usage", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=5)
-def record_usage_task(
-    config: TrainConfig,
-    ledger: str,
-    customer: str,
-    project: str,
-    supplier: str,
-    gpu_type: str,
-    gpu_count: float,
-    start: datetime,
-) -> None:
-    summary = record_training_usage(
-        LedgerDatabase.load(ledger).url.get_secret_value(),
-        flow_run_id=str(flow_run.get_id()),
-        attempt=int(flow_run.get_run_count() or 1),
-        run_name=config.run_name,
-        customer=customer,
-        project=project,
-        supplier=supplier,
-        gpu_type=gpu_type,
-        gpu_count=gpu_count,
-        start=start,
-        end=datetime.now(UTC),
-    )
+def record_usage_task(engine: sa.Engine, event: UsageEvent, gpu_types: frozenset[str]) -> None:
+    summary = record_training_usage(engine, event, gpu_types)
     logger = get_run_logger()
     if summary.quarantined:  # kept in the ledger's quarantine with its reason; billing must look at it
-        logger.error("GPU usage of %s quarantined in the ledger: %s", config.run_name, summary.reasons)
+        logger.error("GPU usage of %s quarantined in the ledger: %s", event.job, summary.reasons)
     else:
-        logger.info("GPU usage recorded: %s x %s for %s/%s", gpu_count, gpu_type, customer, project)
+        logger.info(
+            "GPU usage recorded: %s x %s for %s/%s",
+            event.gpu_count,
+            event.gpu_type,
+            event.customer,
+            event.project,
+        )
 
 
 def result_row(result: TrainResult, config: TrainConfig) -> dict[str, object]:
@@ -143,6 +132,7 @@ def train_model(
     gpu_count: Annotated[float, Field(gt=0, le=8)] = 1,
     supplier: Annotated[str, Field(min_length=1, max_length=200)] = "homelab",
     ledger: BlockName = "default",
+    rate_card: BlockName = "default",
 ) -> TrainResult:
     """QLoRA fine-tuning (4-bit NF4, LoRA, TRL SFTTrainer) of a Qwen-family model on one GPU.
 
@@ -157,14 +147,31 @@ def train_model(
         gpu_count: GPUs held.
         supplier: Who supplies the GPU.
         ledger: Name of the LedgerDatabase block the usage is written to.
+        rate_card: Name of the RateCard block: the GPU type must be one the ledger accepts.
     """
+    if gpu_type is not None:  # resolved once, before any GPU time: an unknown type fails at once
+        engine, gpu_types = ledger_engine(ledger), prices(rate_card).gpu_types
+        if gpu_type not in gpu_types:
+            raise InputError(f"unknown GPU type {gpu_type!r}: known are {', '.join(sorted(gpu_types))}")
     stats = check_inputs_task(config)
     started = datetime.now(UTC)
     try:
         result = run_trainer_task(config, planned_steps(config, stats.examples))
     finally:  # GPU time is billed whether the attempt completed, was preempted or failed
         if gpu_type is not None:
-            record_usage_task(config, ledger, customer, project, supplier, gpu_type, gpu_count, started)
+            event = training_event(
+                flow_run_id=str(flow_run.get_id()),
+                attempt=int(flow_run.get_run_count() or 1),
+                run_name=config.run_name,
+                customer=customer,
+                project=project,
+                supplier=supplier,
+                gpu_type=gpu_type,
+                gpu_count=gpu_count,
+                start=started,
+                end=datetime.now(UTC),
+            )
+            record_usage_task(engine, event, gpu_types)
     create_table_artifact(
         key=f"train-{config.run_name}",
         table=[result_row(result, config)],

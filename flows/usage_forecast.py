@@ -14,22 +14,14 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 from pydantic import Field
 
-from blocks.budgets import Budgets
-from blocks.rate_card import RateCard
 from flows.audit_hooks import AUDITED
 from flows.parameters import BlockName, IsoDateTime
-from flows.resources import alert_sender, ledger_engine
+from flows.resources import Billing, billing_resources
 from tasks.alerts import AlertDeliveryError
-from tasks.budgets import BudgetLine
-from tasks.forecast_alerts import Decided, store_forecasts
-from tasks.forecast_reports import (
-    customer_chart,
-    customer_csv,
-    customer_markdown,
-    supplier_csv,
-    supplier_markdown,
-)
-from tasks.forecast_run import (
+from tasks.billing.statements import safe_name
+from tasks.forecast.alerts import Decided
+from tasks.forecast.models import SeriesForecast, forecast_many
+from tasks.forecast.outlook import (
     ForecastSummary,
     alert_anomalies,
     alert_pace,
@@ -37,10 +29,15 @@ from tasks.forecast_run import (
     plan_jobs,
     supplier_outlooks,
 )
-from tasks.forecasting import SeriesForecast, forecast_many
-from tasks.rollup import rates_from
-from tasks.statements import safe_name
-from tasks.usage_series import WindowUsage, floor_hour, hourly_series
+from tasks.forecast.reports import (
+    customer_chart,
+    customer_csv,
+    customer_markdown,
+    supplier_csv,
+    supplier_markdown,
+)
+from tasks.forecast.series import WindowUsage, floor_hour, hourly_series
+from tasks.forecast.store import store_forecasts
 
 
 def artifact_key(prefix: str, owner: str) -> str:
@@ -49,8 +46,8 @@ def artifact_key(prefix: str, owner: str) -> str:
 
 
 @task(name="build-series", cache_policy=NO_CACHE)
-def build_series_task(ledger: str, as_of: datetime, history_days: int) -> WindowUsage:
-    return hourly_series(ledger_engine(ledger), as_of - timedelta(days=history_days), as_of)
+def build_series_task(billing: Billing, as_of: datetime, history_days: int) -> WindowUsage:
+    return hourly_series(billing.engine, as_of - timedelta(days=history_days), as_of)
 
 
 @task(name="fit-and-forecast", cache_policy=NO_CACHE)
@@ -59,13 +56,13 @@ def forecast_task(window: WindowUsage, as_of: datetime, horizon: int, method: st
 
 
 @task(name="check-anomalies", cache_policy=NO_CACHE)
-def anomalies_task(ledger: str, window: WindowUsage, as_of: datetime, alert_routes: str) -> list[Decided]:
-    return alert_anomalies(ledger_engine(ledger), window, as_of, alert_sender(alert_routes))
+def anomalies_task(billing: Billing, window: WindowUsage, as_of: datetime) -> list[Decided]:
+    return alert_anomalies(billing.engine, window, as_of, billing.send)
 
 
 @task(name="store-forecasts", cache_policy=NO_CACHE)
-def store_task(ledger: str, forecasts: list[SeriesForecast], as_of: datetime) -> int:
-    return store_forecasts(ledger_engine(ledger), forecasts, as_of)
+def store_task(billing: Billing, forecasts: list[SeriesForecast], as_of: datetime) -> int:
+    return store_forecasts(billing.engine, forecasts, as_of)
 
 
 def chart_markdown(chart: Path, customer: str) -> str:
@@ -77,22 +74,17 @@ def chart_markdown(chart: Path, customer: str) -> str:
 
 @task(name="reports-and-pace-alerts", cache_policy=NO_CACHE)
 def reports_task(
-    ledger: str,
-    rate_card: str,
-    budgets: str,
-    alert_routes: str,
+    billing: Billing,
     window: WindowUsage,
     forecasts: list[SeriesForecast],
     as_of: datetime,
-    horizon: int,
     report_customers: int,
     reports_dir: Path,
 ) -> tuple[int, int, list[Decided]]:
-    engine, card, policy = ledger_engine(ledger), RateCard.load(rate_card), Budgets.load(budgets)
-    rates = rates_from(card.rates)
-    lines = [BudgetLine(b.customer, b.project, b.monthly_amount) for b in policy.budgets]
+    engine, rates, currency = billing.engine, billing.prices.rates, billing.prices.currency
+    lines = billing.budgets.lines
     by_key = {f.key: f for f in forecasts}
-    customers = customer_outlooks(engine, window, by_key, rates, as_of, lines, card.currency)
+    customers = customer_outlooks(engine, window, by_key, rates, as_of, lines, currency)
     with_budget = {b.customer for b in lines}
     ranked = sorted(customers, key=lambda o: (o.customer not in with_budget, -float(o.history.sum())))
     for outlook in ranked[:report_customers]:  # CSV, chart and UI artifact: budgets first, then the busiest
@@ -100,12 +92,12 @@ def reports_task(
         chart = customer_chart(outlook, reports_dir / "customers")
         create_markdown_artifact(
             key=artifact_key("forecast-customer", outlook.customer),
-            markdown=customer_markdown(outlook, horizon) + chart_markdown(chart, outlook.customer),
+            markdown=customer_markdown(outlook) + chart_markdown(chart, outlook.customer),
             description=f"{outlook.customer}: usage forecast and projected month-end cost",
         )
     for outlook in ranked[report_customers:]:
         customer_csv(outlook, reports_dir / "customers")
-    suppliers = supplier_outlooks(engine, window, by_key, rates, as_of, horizon, card.currency)
+    suppliers = supplier_outlooks(engine, window, by_key, rates, as_of, currency)
     supplier_csv(suppliers, reports_dir / "suppliers")
     for outlook in suppliers:
         create_markdown_artifact(
@@ -113,7 +105,7 @@ def reports_task(
             markdown=supplier_markdown(outlook),
             description=f"{outlook.supplier}: utilisation, idle capacity, forecast demand and payout",
         )
-    paced = alert_pace(engine, customers, lines, as_of, alert_sender(alert_routes))
+    paced = alert_pace(engine, customers, lines, as_of, billing.send)
     return len(customers), len(suppliers), paced
 
 
@@ -155,25 +147,17 @@ def usage_forecast(
         reports_dir: Where the CSV and PNG reports are written.
     """
     logger = get_run_logger()
+    billing = billing_resources(ledger, rate_card, budgets, alert_routes)  # each block loaded once
     start = floor_hour(as_of)
-    window = build_series_task(ledger, start, history_days)
+    window = build_series_task(billing, start, history_days)
     forecasts = forecast_task(window, start, horizon_hours, method)
     models = Counter(f.model for f in forecasts)
     fallbacks = [f for f in forecasts if f.reason.startswith("fallback")]
     logger.info("%d series fitted: %s; %d fallbacks", len(forecasts), dict(models), len(fallbacks))
-    anomalies = anomalies_task(ledger, window, start, alert_routes)
-    store_task(ledger, forecasts, start)
+    anomalies = anomalies_task(billing, window, start)
+    store_task(billing, forecasts, start)
     customers, suppliers, paced = reports_task(
-        ledger,
-        rate_card,
-        budgets,
-        alert_routes,
-        window,
-        forecasts,
-        start,
-        horizon_hours,
-        report_customers,
-        reports_dir,
+        billing, window, forecasts, start, report_customers, reports_dir
     )
     create_table_artifact(
         key="usage-forecast",
@@ -182,7 +166,7 @@ def usage_forecast(
                 "series": f.key,
                 "model": f.model,
                 "why": f.reason,
-                f"next {horizon_hours} h GPU-h": round(float(f.forecast.mean[:horizon_hours].sum()), 3),
+                f"next {horizon_hours} h GPU-h": round(f.total(), 3),
                 "outages": len(f.cleaned.outages),
             }
             for f in forecasts

@@ -18,27 +18,11 @@ from typing import Any
 import sqlalchemy as sa
 from pydantic import SecretBytes, SecretStr
 
-from tasks.ledger import metadata
+from tasks.schema import audit_log
 
 REDACTED = "***"
 SECRET_KEY = re.compile(r"pass(word)?|secret|token|api[_-]?key|auth|credential|apprise|url", re.IGNORECASE)
 URL_CREDENTIALS = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)[^/\s:@]+(:[^/\s@]*)?@", re.IGNORECASE)
-
-audit_log = sa.Table(
-    "audit_log",
-    metadata,
-    sa.Column(
-        "id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True, autoincrement=True
-    ),
-    sa.Column("at", sa.DateTime(timezone=True), nullable=False),
-    sa.Column("kind", sa.String(40), nullable=False),
-    sa.Column("flow", sa.String(200), nullable=True),
-    sa.Column("deployment", sa.String(300), nullable=True),
-    sa.Column("flow_run_id", sa.String(40), nullable=True),
-    sa.Column("trigger", sa.String(40), nullable=True),
-    sa.Column("state", sa.String(40), nullable=True),
-    sa.Column("detail", sa.Text, nullable=False),
-)
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,7 +17,7 @@ from collections.abc import Iterator  # noqa: E402
 import pytest  # noqa: E402
 from hypothesis import settings  # noqa: E402
 
-from tasks.tokens import TokenCounter  # noqa: E402
+from tasks.decomposition.tokens import TokenCounter  # noqa: E402
 from tests.standins.ollama import StandinOllama  # noqa: E402
 
 # CI replays a fixed set of examples (a red CI must mean a change broke something); local runs explore.
@@ -56,7 +56,7 @@ def unused_port() -> int:
 @pytest.fixture(scope="session")
 def tiny_qwen(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201 - a Path
     """Built once per session: models/tiny-qwen under a temporary models volume."""
-    from tasks.demo_volumes import build_tiny_qwen
+    from tasks.training.demo_volumes import build_tiny_qwen
 
     models = tmp_path_factory.mktemp("models")
     build_tiny_qwen(models / "tiny-qwen")

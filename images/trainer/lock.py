@@ -20,7 +20,7 @@ UV = ROOT / ".venv-uv" / "bin" / "uv"
 HEADER = """\
 # Python packages of the trainer image: gpuflows[train] as pinned in uv.lock, written by
 # `python images/trainer/lock.py` (make lock). torch comes from the CUDA 12.8 index (+cu128); the init
-# container `python -m tasks.gpu_check deps` compares the installed packages against this file.
+# container `python -m tasks.training.gpu_check deps` compares the installed packages against this file.
 """
 
 

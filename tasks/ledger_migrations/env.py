@@ -1,8 +1,8 @@
-"""Alembic environment of the usage ledger: runs on the connection tasks.ledger.migrate() hands over."""
+"""Alembic environment of the ledger database: runs on the connection tasks.database.migrate() hands over."""
 
 from alembic import context
 
-from tasks.ledger import metadata
+from tasks.schema import metadata
 
 connection = context.config.attributes["connection"]
 # Own version table: the ledger may share a PostgreSQL database with Prefect, which has its own.

@@ -14,4 +14,7 @@ def prefect_server() -> Iterator[str]:
 
     # The server takes 15-45 s to start on two cores; a slow machine may need more.
     with prefect_test_harness(server_startup_timeout=180):
+        from blocks.rate_card import RateCard
+
+        RateCard().save("default", overwrite=True)  # as `gpuflows up` leaves it: flows price with it
         yield str(PREFECT_API_URL.value())

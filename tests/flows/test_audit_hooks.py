@@ -14,8 +14,8 @@ from blocks.alert_routes import AlertRoutes
 from blocks.ledger import LedgerDatabase
 from flows.ingest_usage import ingest_usage
 from tasks.audit import AuditQuery, query
+from tasks.database import connect
 from tasks.errors import InputError
-from tasks.ledger import connect
 from tests.standins.receivers import http_receiver
 
 

@@ -14,9 +14,10 @@ from blocks.budgets import Budget, Budgets
 from blocks.ledger import LedgerDatabase
 from blocks.rate_card import RateCard
 from flows.billing_rollup import billing_rollup
-from tasks.budgets import recorded_alerts
-from tasks.ledger import connect, ingest_file
-from tasks.rollup import adjustment_rows
+from tasks.billing.budgets import recorded_alerts
+from tasks.billing.ledger import ingest_file
+from tasks.billing.rollup import adjustment_rows
+from tasks.database import connect
 from tests.standins.receivers import http_receiver
 
 BLOCKS = {"ledger": "rollup-test", "rate_card": "rollup-test", "budgets": "rollup-test"}

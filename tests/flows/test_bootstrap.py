@@ -104,7 +104,7 @@ def test_deployment_runs_from_the_api_on_the_process_worker(deployed: dict[str, 
         assert len(ollama.chat_requests()) >= 2
     from blocks.ledger import LedgerDatabase
     from tasks.audit import AuditQuery, query
-    from tasks.ledger import connect
+    from tasks.database import connect
 
     ledger = connect(LedgerDatabase.load("default").url.get_secret_value())
     trail = query(ledger, AuditQuery(flow_run_id=str(flow_run.id)))
@@ -152,7 +152,7 @@ def test_no_module_shadows_the_standard_library() -> None:
     """Prefect puts a flow file's folder on sys.path, and processes spawned from a flow run inherit it: a
     flows/platform.py once replaced the stdlib `platform` there and broke the forecast's worker pool."""
     for folder in ("flows", "tasks", "blocks"):
-        names = {p.stem for p in (PROJECT_DIR / folder).glob("*.py")}
+        names = {p.stem for p in (PROJECT_DIR / folder).rglob("*.py")}
         assert not names & set(sys.stdlib_module_names), folder
 
 

@@ -9,9 +9,9 @@ import httpx
 import pytest
 
 from blocks.ollama import OllamaServer, host_limit_name
+from flows.concurrency_limits import ensure_limit
 from flows.decompose import decompose
-from tasks.concurrency_limits import ensure_limit
-from tasks.decomposition import AgentConfig
+from tasks.decomposition.plan import AgentConfig
 from tasks.errors import InputError, SubTaskFailedError
 from tests.builders import marked_document
 from tests.conftest import MODEL

@@ -25,7 +25,7 @@ pytestmark = pytest.mark.postgres
 RUN_FLOW = """
 import sys
 from flows.decompose import decompose
-from tasks.decomposition import AgentConfig
+from tasks.decomposition.plan import AgentConfig
 from tests.builders import marked_document
 config = AgentConfig(ollama_host=sys.argv[1], ollama_model=sys.argv[2])
 result = decompose(marked_document(16), config, server=None)

@@ -23,9 +23,9 @@ from flows.ingest_usage import ingest_usage
 from flows.train import train_model
 from flows.usage_forecast import usage_forecast
 from tasks.audit import AuditQuery, query
-from tasks.decomposition import AgentConfig
-from tasks.ledger import connect
-from tasks.rollup import RateMissingError
+from tasks.billing.rollup import RateMissingError
+from tasks.database import connect
+from tasks.decomposition.plan import AgentConfig
 from tests.builders import marked_document
 from tests.conftest import MODEL
 from tests.flows.test_train import CHAT, config_for

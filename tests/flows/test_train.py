@@ -12,10 +12,11 @@ import sqlalchemy as sa
 
 from blocks.ledger import LedgerDatabase
 from flows.train import train_model
-from tasks.errors import GpuflowsError
-from tasks.ledger import connect, usage_events
-from tasks.trainer import TrainConfig, TrainingPreempted
-from tasks.training_data import DatasetError
+from tasks.database import connect
+from tasks.errors import GpuflowsError, InputError
+from tasks.schema import usage_events
+from tasks.training.data import DatasetError
+from tasks.training.trainer import TrainConfig, TrainingPreempted
 
 CHAT = {
     "messages": [
@@ -111,3 +112,20 @@ def test_only_preemption_is_retried() -> None:
     assert only_preemption(None, None, Failed(data=TrainingPreempted("preempted")))
     assert not only_preemption(None, None, Failed(data=DatasetError("chat.jsonl:2: invalid JSON")))
     assert not only_preemption(None, None, Failed(data=GpuflowsError("training run x failed (exit 1)")))
+
+
+def test_the_gpu_type_is_checked_against_the_rate_card_before_any_work(
+    tmp_path: Path, tiny_qwen: Path
+) -> None:
+    from blocks.rate_card import DEFAULT_RATES, GpuRate, RateCard
+
+    LedgerDatabase(url=f"sqlite:///{tmp_path}/ledger.db").save("train-gpus", overwrite=True)
+    RateCard(
+        rates=[*DEFAULT_RATES, GpuRate(gpu_type="b200", customer_price="4.2", supplier_payout="2.9")]
+    ).save("with-b200", overwrite=True)
+    config = config_for(tmp_path, tiny_qwen, [json.dumps(CHAT), "{broken"])
+    with pytest.raises(InputError, match="unknown GPU type 'b200'"):
+        train_model(config, gpu_type="b200", ledger="train-gpus")
+    # Priced by its rate card, b200 passes; the run goes on to the dataset check, which fails here.
+    with pytest.raises(DatasetError, match="chat.jsonl:2"):
+        train_model(config, gpu_type="b200", ledger="train-gpus", rate_card="with-b200")

@@ -15,10 +15,11 @@ from blocks.budgets import Budget, Budgets
 from blocks.ledger import LedgerDatabase
 from blocks.rate_card import RateCard
 from flows.usage_forecast import usage_forecast
-from tasks.forecast_alerts import recorded
-from tasks.ledger import connect, ingest_file
-from tasks.rollup import billed_total, rates_from, rollup_days
-from tasks.trace_import import helios_vc_events
+from tasks.billing.ledger import ingest_file
+from tasks.billing.rollup import billed_total, rates_from, rollup_days
+from tasks.billing.trace_import import helios_vc_events
+from tasks.database import connect
+from tasks.forecast.alerts import recorded
 from tests.standins.receivers import http_receiver
 
 DATA = Path(__file__).parents[1] / "data" / "forecast"
@@ -106,7 +107,7 @@ def test_forecast_reports_and_alerts_once(tmp_path: Path, prefect_server: str) -
 def _customer_days(engine, customer: str) -> list:  # noqa: ANN001
     import sqlalchemy as sa
 
-    from tasks.rollup import customer_daily
+    from tasks.schema import customer_daily
 
     with engine.connect() as connection:
         return connection.execute(

@@ -75,7 +75,7 @@ def test_volumes_have_the_designed_modes(job: dict[str, Any]) -> None:
 def test_init_checks_and_the_native_sidecar(job: dict[str, Any]) -> None:
     inits = job["spec"]["template"]["spec"]["initContainers"]
     assert [c["name"] for c in inits] == ["gpu-check", "deps-check", "metrics-exporter"]
-    assert inits[0]["command"] == ["python", "-m", "tasks.gpu_check", "gpu"]
+    assert inits[0]["command"] == ["python", "-m", "tasks.training.gpu_check", "gpu"]
     assert inits[1]["command"][-1].endswith("images/trainer/requirements.lock")
     assert inits[2]["restartPolicy"] == "Always", "a native sidecar, so the Job still completes"
     for container in [*inits, job["spec"]["template"]["spec"]["containers"][0]]:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from tasks.ledger import connect
+from tasks.database import connect, forget
 from tests.postgres import fresh_database
 
 
@@ -26,4 +26,4 @@ def ledger_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
 def engine(ledger_url: str) -> Iterator[sa.Engine]:
     engine = connect(ledger_url)
     yield engine
-    engine.dispose()
+    forget(ledger_url)

@@ -12,9 +12,10 @@ import sqlalchemy as sa
 from pydantic import BaseModel, SecretStr
 
 from blocks.rate_card import DEFAULT_RATES
-from tasks.audit import AuditQuery, audit_log, query, redact
-from tasks.ledger import ingest_file
-from tasks.rollup import RateMissingError, close_through, rates_from, rollup_days
+from tasks.audit import AuditQuery, query, redact
+from tasks.billing.ledger import ingest_file
+from tasks.billing.rollup import RateMissingError, close_through, rates_from, rollup_days
+from tasks.schema import audit_log
 
 SECRET = "hunter2-9c1f"  # pragma: allowlist secret
 

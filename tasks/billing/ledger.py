@@ -1,0 +1,416 @@
+"""The usage ledger: GPU usage events, a quarantine for rows that cannot be billed, and ingest batches.
+
+One code path (SQLAlchemy Core) for a SQLite file (the embedded default) and PostgreSQL (production);
+the schema is created and upgraded by Alembic migrations (tasks/ledger_migrations).
+
+Ingestion of a batch is atomic: its new events, its quarantined rows and its batch record are written in
+one transaction, or none of them is. Duplicates (same source + event id, in the file or already in the
+ledger) are ignored and counted; a row that cannot be billed is quarantined with its reason, never dropped.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Collection, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+
+from tasks.audit import record as audit_record
+from tasks.errors import InputError
+from tasks.schema import ingest_batches, quarantine, usage_events
+
+# The GPU types the ledger knows without a rate card. The one home of the list: a type the RateCard block
+# prices is accepted too (accepted_gpu_types), by ingestion, capacity and the train flow alike.
+DEFAULT_GPU_TYPES = frozenset({"rtx4090", "rtx5090", "a100", "h100", "l40s", "a10", "t4", "v100", "p100"})
+
+
+def accepted_gpu_types(priced: Iterable[str] = ()) -> frozenset[str]:
+    return DEFAULT_GPU_TYPES | {gpu_type.strip().lower() for gpu_type in priced}
+
+
+MICROSECONDS_PER_HOUR = Decimal(3_600_000_000)
+ONE_MICROSECOND = timedelta(microseconds=1)
+# PostgreSQL advisory lock: ingest batches take it shared, a period close takes it exclusive, so a close
+# sees every batch that committed before it and none that is half-way.
+LEDGER_WRITE_LOCK = 0x6770_7566_6C6F_7701
+REQUIRED = ("event_id", "customer", "project", "supplier", "gpu_type", "gpu_count", "start")
+
+
+@dataclass(frozen=True, slots=True)
+class UsageEvent:
+    source: str
+    event_id: str
+    customer: str
+    project: str
+    job: str
+    supplier: str
+    node: str
+    gpu_type: str
+    gpu_count: Decimal
+    start: datetime
+    end: datetime
+
+    @property
+    def gpu_hours(self) -> Decimal:
+        return Decimal(self.gpu_microseconds) / MICROSECONDS_PER_HOUR
+
+    @property
+    def gpu_microseconds(self) -> int:
+        return gpu_microseconds(self.start, self.end, self.gpu_count)
+
+    def as_json(self) -> dict[str, str]:
+        """The event as a usage file row would carry it (what the quarantine keeps of a rejected one)."""
+        return {
+            "source": self.source,
+            "event_id": self.event_id,
+            "customer": self.customer,
+            "project": self.project,
+            "job": self.job,
+            "supplier": self.supplier,
+            "node": self.node,
+            "gpu_type": self.gpu_type,
+            "gpu_count": str(self.gpu_count),
+            "start": self.start.isoformat(),
+            "end": self.end.isoformat(),
+        }
+
+    def as_row(self) -> dict[str, Any]:
+        return {
+            "source": self.source,
+            "event_id": self.event_id,
+            "customer": self.customer,
+            "project": self.project,
+            "job": self.job,
+            "supplier": self.supplier,
+            "node": self.node,
+            "gpu_type": self.gpu_type,
+            "gpu_count": self.gpu_count,
+            "start_at": self.start,
+            "end_at": self.end,
+            "start_day": self.start.date(),
+            "end_day": (self.end - ONE_MICROSECOND).date(),
+            "gpu_microseconds": self.gpu_microseconds,
+        }
+
+
+def as_utc(value: datetime) -> datetime:
+    """A stored time as aware UTC: SQLite hands back naive datetimes, which the ledger writes in UTC."""
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def gpu_microseconds(start: datetime, end: datetime, gpu_count: Decimal) -> int:
+    """GPU count x duration in microseconds, an integer (rounded half-even once, at most half a GPU-µs)."""
+    micro = (end - start) // ONE_MICROSECOND
+    return int((Decimal(micro) * gpu_count).quantize(Decimal(1), ROUND_HALF_EVEN))
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    line: int
+    raw: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class IngestSummary:
+    batch_id: int
+    file: str
+    rows: int
+    inserted: int
+    duplicates: int
+    quarantined: int
+    reasons: dict[str, int]
+
+
+# ------------------------------------------------------------------------------------------------ database
+
+
+# ------------------------------------------------------------------------------------------------ parsing
+
+
+def parse_time(value: Any, field_name: str) -> datetime:
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"missing {field_name}")
+    try:
+        parsed = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise ValueError(f"unparsable time in {field_name}: {value!r}") from None
+    if parsed.tzinfo is None:
+        raise ValueError(f"{field_name} {value!r} has no timezone (use UTC, e.g. 2026-05-01T10:00:00Z)")
+    return parsed.astimezone(UTC)
+
+
+def parse_event(record: dict[str, Any], default_source: str, gpu_types: Collection[str]) -> UsageEvent:
+    """A billable usage event, or ValueError with the reason the row goes to quarantine."""
+    for name in REQUIRED:
+        if record.get(name) in (None, ""):
+            raise ValueError(f"missing {name}")
+    gpu_type = str(record["gpu_type"]).strip().lower()
+    if gpu_type not in gpu_types:
+        raise ValueError(f"unknown GPU type {record['gpu_type']!r}")
+    try:
+        gpu_count = Decimal(str(record["gpu_count"]))
+    except InvalidOperation:
+        raise ValueError(f"gpu_count {record['gpu_count']!r} is not a number") from None
+    if not gpu_count.is_finite() or gpu_count <= 0:
+        raise ValueError(f"gpu_count must be positive, got {record['gpu_count']}")
+    start = parse_time(record["start"], "start")
+    if record.get("end") not in (None, ""):
+        end = parse_time(record["end"], "end")
+        if end < start:
+            raise ValueError("end before start")
+    elif record.get("duration_seconds") not in (None, ""):
+        try:
+            seconds = float(record["duration_seconds"])
+        except ValueError:
+            raise ValueError(f"duration_seconds {record['duration_seconds']!r} is not a number") from None
+        if seconds < 0:
+            raise ValueError("negative duration")
+        end = start + timedelta(seconds=seconds)
+    else:
+        raise ValueError("missing end (or duration_seconds)")
+    if end == start:
+        raise ValueError("zero duration")
+    return UsageEvent(
+        source=str(record.get("source") or default_source),
+        event_id=str(record["event_id"]),
+        customer=str(record["customer"]),
+        project=str(record["project"]),
+        job=str(record.get("job") or ""),
+        supplier=str(record["supplier"]),
+        node=str(record.get("node") or ""),
+        gpu_type=gpu_type,
+        gpu_count=gpu_count,
+        start=start,
+        end=end,
+    )
+
+
+def read_rows(path: Path) -> Iterator[tuple[int, str, dict[str, Any] | None, str | None]]:
+    """(line, raw text, record or None, problem) for every data row of a JSONL or CSV file."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise InputError(f"usage file {path} cannot be read: {exc.strerror}") from None
+    if path.suffix.lower() == ".csv":
+        text = data.decode("utf-8-sig", errors="replace")
+        reader = csv.DictReader(io.StringIO(text))
+        lines = text.splitlines()
+        for record in reader:
+            line = reader.line_num
+            raw = lines[line - 1] if line - 1 < len(lines) else ""
+            if None in record:  # more cells than headers
+                header = len(reader.fieldnames or [])
+                yield line, raw, None, f"{len(record[None]) + header} cells, the header has {header}"
+            else:
+                yield line, raw, dict(record), None
+        return
+    for number, raw_bytes in enumerate(data.splitlines(), start=1):
+        if not raw_bytes.strip():
+            continue
+        raw = raw_bytes.decode("utf-8", errors="replace")
+        try:
+            record = json.loads(raw_bytes.decode("utf-8"))
+        except UnicodeDecodeError:
+            yield number, raw, None, "not UTF-8"
+            continue
+        except json.JSONDecodeError as exc:
+            yield number, raw, None, f"invalid JSON: {exc.msg} (column {exc.colno})"
+            continue
+        if not isinstance(record, dict):
+            yield number, raw, None, "not a JSON object"
+            continue
+        yield number, raw, record, None
+
+
+# ------------------------------------------------------------------------------------------------ ingest
+
+
+def ingest_file(
+    engine: sa.Engine, path: Path, source: str | None = None, gpu_types: Collection[str] = DEFAULT_GPU_TYPES
+) -> IngestSummary:
+    """One atomic batch: new events inserted, duplicates counted, bad rows quarantined with their reason."""
+    return ingest_rows(engine, read_rows(path), str(path), source or path.name, gpu_types)
+
+
+def ingest_rows(
+    engine: sa.Engine,
+    rows_read: Iterator[tuple[int, str, dict[str, Any] | None, str | None]],
+    label: str,
+    source: str,
+    gpu_types: Collection[str] = DEFAULT_GPU_TYPES,
+) -> IngestSummary:
+    """ingest_file's batch for rows from anywhere; `label` names where they came from in the batch and
+    quarantine records."""
+    events: dict[tuple[str, str], UsageEvent] = {}
+    rejected: list[Rejected] = []
+    rows = in_file_duplicates = 0
+    for line, raw, record, problem in rows_read:
+        rows += 1
+        if record is not None and problem is None:
+            try:
+                event = parse_event(record, source, gpu_types)
+            except ValueError as exc:
+                problem = str(exc)
+            else:
+                key = (event.source, event.event_id)
+                if key in events:
+                    in_file_duplicates += 1
+                else:
+                    events[key] = event
+                continue
+        rejected.append(Rejected(line, raw, problem or "unreadable row"))
+    return write_batch(engine, label, source, rows, list(events.values()), rejected, in_file_duplicates)
+
+
+def ingest_events(
+    engine: sa.Engine,
+    events: Sequence[UsageEvent],
+    label: str,
+    source: str,
+    gpu_types: Collection[str] = DEFAULT_GPU_TYPES,
+) -> IngestSummary:
+    """A batch of events made in code (a flow recording its own GPU time): the same checks, dedup,
+    quarantine and audit as a file's rows, without a round trip through text."""
+    accepted: dict[tuple[str, str], UsageEvent] = {}
+    rejected: list[Rejected] = []
+    duplicates = 0
+    for line, event in enumerate(events, start=1):
+        try:
+            check_event(event, gpu_types)
+        except ValueError as exc:
+            rejected.append(Rejected(line, json.dumps(event.as_json()), str(exc)))
+            continue
+        if (event.source, event.event_id) in accepted:
+            duplicates += 1
+        accepted.setdefault((event.source, event.event_id), event)
+    return write_batch(engine, label, source, len(events), list(accepted.values()), rejected, duplicates)
+
+
+def check_event(event: UsageEvent, gpu_types: Collection[str]) -> None:
+    """ValueError with the reason an event cannot be billed."""
+    if not all((event.source, event.event_id, event.customer, event.project, event.supplier)):
+        raise ValueError("missing source, event_id, customer, project or supplier")
+    if event.gpu_type not in gpu_types:
+        raise ValueError(f"unknown GPU type {event.gpu_type!r}")
+    if not event.gpu_count.is_finite() or event.gpu_count <= 0:
+        raise ValueError(f"gpu_count must be positive, got {event.gpu_count}")
+    if event.start.tzinfo is None or event.end.tzinfo is None:
+        raise ValueError("start and end must carry a timezone")
+    if event.end <= event.start:
+        raise ValueError("end before start" if event.end < event.start else "zero duration")
+
+
+def write_batch(
+    engine: sa.Engine,
+    path: str,
+    source: str,
+    rows: int,
+    events: list[UsageEvent],
+    rejected: list[Rejected],
+    in_file_duplicates: int,
+) -> IngestSummary:
+    """One transaction: the batch record, new events (known ones counted as duplicates), quarantined rows
+    and the audit record, or nothing."""
+    now = datetime.now(UTC)
+    with engine.begin() as connection:  # all or nothing
+        if connection.dialect.name == "postgresql":
+            connection.execute(
+                sa.text("SELECT pg_advisory_xact_lock_shared(:key)"), {"key": LEDGER_WRITE_LOCK}
+            )
+        batch_id = connection.execute(
+            ingest_batches.insert()
+            .values(
+                file=str(path),
+                source=source,
+                rows=rows,
+                inserted=0,
+                duplicates=0,
+                quarantined=len(rejected),
+                created_at=now,
+            )
+            .returning(ingest_batches.c.id)
+        ).scalar_one()
+        inserted = insert_new_events(connection, events, batch_id, now)
+        if rejected:
+            connection.execute(
+                quarantine.insert(),
+                [
+                    {
+                        "batch_id": batch_id,
+                        "file": str(path),
+                        "line": r.line,
+                        "raw": r.raw[:10_000],
+                        "reason": r.reason,
+                        "quarantined_at": now,
+                    }
+                    for r in rejected
+                ],
+            )
+        duplicates = in_file_duplicates + len(events) - inserted
+        connection.execute(
+            ingest_batches.update()
+            .where(ingest_batches.c.id == batch_id)
+            .values(inserted=inserted, duplicates=duplicates)
+        )
+        audit_record(
+            connection,
+            "ingest",
+            {
+                "batch_id": batch_id,
+                "file": path,
+                "source": source,
+                "rows": rows,
+                "inserted": inserted,
+                "duplicates": duplicates,
+                "quarantined": len(rejected),
+            },
+        )
+    reasons: dict[str, int] = {}
+    for r in rejected:
+        kind = r.reason.split(":")[0].split(" '")[0]
+        reasons[kind] = reasons.get(kind, 0) + 1
+    return IngestSummary(batch_id, path, rows, inserted, duplicates, len(rejected), reasons)
+
+
+def insert_new_events(
+    connection: sa.Connection, events: list[UsageEvent], batch_id: int, now: datetime
+) -> int:
+    """Insert, skipping (source, event_id) already in the ledger; returns how many were new."""
+    if not events:
+        return 0
+    dialect = connection.dialect.name
+    insert: Any
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    elif dialect == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert
+    else:
+        raise InputError(f"the ledger supports SQLite and PostgreSQL, not {dialect}")
+    inserted = 0
+    rows = [{**e.as_row(), "batch_id": batch_id, "ingested_at": now} for e in events]
+    for start in range(0, len(rows), 5000):  # bounded statements; still one transaction
+        statement = insert(usage_events).on_conflict_do_nothing(index_elements=["source", "event_id"])
+        result = connection.execute(statement.returning(usage_events.c.id), rows[start : start + 5000])
+        inserted += len(result.all())
+    return inserted
+
+
+def count_events(engine: sa.Engine) -> int:
+    with engine.connect() as connection:
+        return connection.execute(sa.select(sa.func.count()).select_from(usage_events)).scalar_one()
+
+
+def quarantined(engine: sa.Engine, batch_id: int | None = None) -> list[dict[str, Any]]:
+    query = sa.select(quarantine).order_by(quarantine.c.id)
+    if batch_id is not None:
+        query = query.where(quarantine.c.batch_id == batch_id)
+    with engine.connect() as connection:
+        return [dict(row._mapping) for row in connection.execute(query)]

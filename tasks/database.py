@@ -1,0 +1,62 @@
+"""The ledger database: one engine per URL per process, migrated once per process.
+
+Flows used to open an engine, and run Alembic's upgrade, in every task (up to six per billing run). Now
+`connect(url)` hands out the same engine for the same URL; the first call creates the database's folder
+(SQLite) and applies the migrations. `forget(url)` closes one (tests whose database is dropped call it), and
+`dispose_all()` every pool at the process's exit.
+"""
+
+from __future__ import annotations
+
+import atexit
+import threading
+from pathlib import Path
+
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
+
+MIGRATIONS = Path(__file__).with_name("ledger_migrations")
+
+_engines: dict[str, sa.Engine] = {}
+_lock = threading.Lock()
+
+
+def connect(url: str) -> sa.Engine:
+    """The engine on an up-to-date ledger (migrations applied once); the URL is never logged."""
+    with _lock:
+        engine = _engines.get(url)
+        if engine is None:
+            if url.startswith("sqlite:///"):
+                Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+            engine = sa.create_engine(url, future=True)
+            migrate(engine)
+            _engines[url] = engine
+        return engine
+
+
+def migrate(engine: sa.Engine) -> None:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    with engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.upgrade(config, "head")
+
+
+def forget(url: str) -> None:
+    """Closes and forgets one URL's engine (its database is about to be dropped or replaced)."""
+    with _lock:
+        engine = _engines.pop(url, None)
+    if engine is not None:
+        engine.dispose()
+
+
+def dispose_all() -> None:
+    """Closes every engine's connections and forgets them (the next connect migrates again)."""
+    with _lock:
+        for engine in _engines.values():
+            engine.dispose()
+        _engines.clear()
+
+
+atexit.register(dispose_all)

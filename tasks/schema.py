@@ -1,0 +1,213 @@
+"""Every table of the ledger database, in one place: the usage ledger, billing, capacity, budget and forecast
+alerts, stored forecasts and the audit trail. Alembic's `target_metadata` is this module's `metadata`, so a
+fresh process sees the whole schema. Revisions in tasks/ledger_migrations create and change them."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+metadata = sa.MetaData()
+
+
+# ---------- the usage ledger: events, quarantined rows, ingest batches
+usage_events = sa.Table(
+    "usage_events",
+    metadata,
+    sa.Column(
+        "id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True, autoincrement=True
+    ),
+    sa.Column("source", sa.String(200), nullable=False),
+    sa.Column("event_id", sa.String(200), nullable=False),
+    sa.Column("customer", sa.String(200), nullable=False),
+    sa.Column("project", sa.String(200), nullable=False),
+    sa.Column("job", sa.String(200), nullable=False),
+    sa.Column("supplier", sa.String(200), nullable=False),
+    sa.Column("node", sa.String(200), nullable=False),
+    sa.Column("gpu_type", sa.String(50), nullable=False),
+    sa.Column("gpu_count", sa.Numeric(12, 6), nullable=False),  # fractional: a shared GPU
+    sa.Column("start_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("end_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("batch_id", sa.Integer, nullable=False),
+    sa.Column("ingested_at", sa.DateTime(timezone=True), nullable=False),
+    # Derived at ingest (revision 0003): what a rollup groups and sums without touching timestamps.
+    sa.Column("start_day", sa.Date, nullable=False),
+    sa.Column("end_day", sa.Date, nullable=False),  # the day of the last instant (end is exclusive)
+    sa.Column("gpu_microseconds", sa.BigInteger, nullable=False),
+    sa.UniqueConstraint("source", "event_id", name="uq_usage_events_source_event"),
+)
+
+quarantine = sa.Table(
+    "usage_quarantine",
+    metadata,
+    sa.Column(
+        "id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True, autoincrement=True
+    ),
+    sa.Column("batch_id", sa.Integer, nullable=False),
+    sa.Column("file", sa.String(500), nullable=False),
+    sa.Column("line", sa.Integer, nullable=False),
+    sa.Column("raw", sa.Text, nullable=False),
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("quarantined_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+ingest_batches = sa.Table(
+    "ingest_batches",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("file", sa.String(500), nullable=False),
+    sa.Column("source", sa.String(200), nullable=False),
+    sa.Column("rows", sa.Integer, nullable=False),
+    sa.Column("inserted", sa.Integer, nullable=False),
+    sa.Column("duplicates", sa.Integer, nullable=False),
+    sa.Column("quarantined", sa.Integer, nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+
+# ---------- billing: daily rollups, periods, adjustments, runs
+customer_daily = sa.Table(
+    "billing_customer_daily",
+    metadata,
+    sa.Column("day", sa.Date, primary_key=True),
+    sa.Column("customer", sa.String(200), primary_key=True),
+    sa.Column("project", sa.String(200), primary_key=True),
+    sa.Column("gpu_type", sa.String(50), primary_key=True),
+    sa.Column("gpu_hours", sa.Numeric(18, 6), nullable=False),
+    sa.Column("customer_cost", sa.Numeric(14, 2), nullable=False),
+    sa.Column("supplier_payout", sa.Numeric(14, 2), nullable=False),
+    sa.Column("margin", sa.Numeric(14, 2), nullable=False),
+    sa.Column("currency", sa.String(3), nullable=False),
+    sa.Column("computed_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+supplier_daily = sa.Table(
+    "billing_supplier_daily",
+    metadata,
+    sa.Column("day", sa.Date, primary_key=True),
+    sa.Column("supplier", sa.String(200), primary_key=True),
+    sa.Column("gpu_type", sa.String(50), primary_key=True),
+    sa.Column("gpu_hours", sa.Numeric(18, 6), nullable=False),
+    sa.Column("supplier_payout", sa.Numeric(14, 2), nullable=False),
+    sa.Column("currency", sa.String(3), nullable=False),
+    sa.Column("computed_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("capacity_gpu_hours", sa.Numeric(18, 6), nullable=True),  # NULL: no capacity declared
+    sa.Column("idle_gpu_hours", sa.Numeric(18, 6), nullable=True),
+)
+
+periods = sa.Table(
+    "billing_periods",
+    metadata,
+    sa.Column("day", sa.Date, primary_key=True),
+    sa.Column("closed_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("last_batch_id", sa.Integer, nullable=False),
+)
+
+adjustments = sa.Table(
+    "billing_adjustments",
+    metadata,
+    sa.Column("billed_day", sa.Date, primary_key=True),
+    sa.Column("usage_day", sa.Date, primary_key=True),
+    sa.Column("customer", sa.String(200), primary_key=True),
+    sa.Column("project", sa.String(200), primary_key=True),
+    sa.Column("gpu_type", sa.String(50), primary_key=True),
+    sa.Column("supplier", sa.String(200), primary_key=True),
+    sa.Column("gpu_hours", sa.Numeric(18, 6), nullable=False),
+    sa.Column("customer_cost", sa.Numeric(14, 2), nullable=False),
+    sa.Column("supplier_payout", sa.Numeric(14, 2), nullable=False),
+    sa.Column("margin", sa.Numeric(14, 2), nullable=False),
+    sa.Column("currency", sa.String(3), nullable=False),
+    sa.Column("final", sa.Boolean, nullable=False),
+    sa.Column("computed_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+billing_runs = sa.Table(
+    "billing_runs",
+    metadata,
+    sa.Column(
+        "id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True, autoincrement=True
+    ),
+    sa.Column("kind", sa.String(20), nullable=False),
+    sa.Column("first_day", sa.Date, nullable=True),
+    sa.Column("last_day", sa.Date, nullable=True),
+    sa.Column("detail", sa.Text, nullable=False),
+    sa.Column("started_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+
+# ---------- supplier capacity
+supplier_capacity = sa.Table(
+    "supplier_capacity",
+    metadata,
+    sa.Column("supplier", sa.String(200), primary_key=True),
+    sa.Column("node", sa.String(200), primary_key=True),
+    sa.Column("valid_from", sa.DateTime(timezone=True), primary_key=True),
+    sa.Column("valid_to", sa.DateTime(timezone=True), nullable=True),  # open-ended when NULL
+    sa.Column("gpu_type", sa.String(50), nullable=False),
+    sa.Column("gpu_count", sa.Numeric(12, 6), nullable=False),
+)
+
+
+# ---------- budget alerts (claimed once per decision)
+budget_alerts = sa.Table(
+    "budget_alerts",
+    metadata,
+    sa.Column("customer", sa.String(200), primary_key=True),
+    sa.Column("project", sa.String(200), primary_key=True),
+    sa.Column("month", sa.Date, primary_key=True),
+    sa.Column("threshold", sa.Integer, primary_key=True),
+    sa.Column("status", sa.String(20), nullable=False),
+    sa.Column("urgency", sa.String(20), nullable=False),
+    sa.Column("spend", sa.Numeric(14, 2), nullable=False),
+    sa.Column("budget", sa.Numeric(14, 2), nullable=False),
+    sa.Column("currency", sa.String(3), nullable=False),
+    sa.Column("detail", sa.Text, nullable=False),
+    sa.Column("recorded_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+
+# ---------- stored forecasts and forecast alerts
+usage_forecasts = sa.Table(
+    "usage_forecasts",
+    metadata,
+    sa.Column("series", sa.String(260), primary_key=True),
+    sa.Column("hour", sa.DateTime(timezone=True), primary_key=True),
+    sa.Column("model", sa.String(40), nullable=False),
+    sa.Column("mean", sa.Float, nullable=False),
+    sa.Column("lower80", sa.Float, nullable=False),
+    sa.Column("upper80", sa.Float, nullable=False),
+    sa.Column("lower95", sa.Float, nullable=False),
+    sa.Column("upper95", sa.Float, nullable=False),
+    sa.Column("lower99", sa.Float, nullable=False),
+    sa.Column("upper99", sa.Float, nullable=False),
+    sa.Column("made_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+forecast_alerts = sa.Table(
+    "forecast_alerts",
+    metadata,
+    sa.Column("kind", sa.String(20), primary_key=True),
+    sa.Column("scope", sa.String(260), primary_key=True),
+    sa.Column("period", sa.String(40), primary_key=True),
+    sa.Column("status", sa.String(20), nullable=False),
+    sa.Column("urgency", sa.String(20), nullable=False),
+    sa.Column("detail", sa.Text, nullable=False),
+    sa.Column("recorded_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+
+# ---------- the audit trail (append-only: triggers refuse UPDATE and DELETE)
+audit_log = sa.Table(
+    "audit_log",
+    metadata,
+    sa.Column(
+        "id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True, autoincrement=True
+    ),
+    sa.Column("at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("kind", sa.String(40), nullable=False),
+    sa.Column("flow", sa.String(200), nullable=True),
+    sa.Column("deployment", sa.String(300), nullable=True),
+    sa.Column("flow_run_id", sa.String(40), nullable=True),
+    sa.Column("trigger", sa.String(40), nullable=True),
+    sa.Column("state", sa.String(40), nullable=True),
+    sa.Column("detail", sa.Text, nullable=False),
+)

@@ -1,0 +1,183 @@
+"""Forecast backtests, the combination and the single-model choice, gap handling, fallbacks and interval
+coverage, on real Helios and LoRA slices (tests/data, see SOURCES.md) and on series whose right answer is
+known."""
+
+from __future__ import annotations
+
+import csv
+import gzip
+from collections import defaultdict
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tasks.forecast.models import (
+    COMBINATION,
+    MODELS,
+    Candidate,
+    Forecast,
+    SeriesJob,
+    backtest,
+    clean,
+    combine,
+    forecast_many,
+    forecast_series,
+)
+
+DATA = Path(__file__).parents[2] / "data"
+
+
+def helios_hourly(vc: str) -> np.ndarray:
+    """Mean running GPUs per hour of a Helios virtual cluster (May 2020, 744 hours)."""
+    sums: dict[str, float] = defaultdict(float)
+    with gzip.open(DATA / "forecast" / f"{vc}_cluster_sequence_vc_slice.csv.gz", "rt") as handle:
+        for row in csv.DictReader(handle):
+            sums[row["time"][:13]] += float(row["running_gpu_num"]) / 60
+    return np.array([sums[k] for k in sorted(sums)])
+
+
+def lora_customer_hourly() -> np.ndarray:
+    """The busiest customer of the real LoRA request trace slice, GPU-hours per hour: intermittent."""
+    per_customer: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
+    with (DATA / "usage" / "lora_request_trace_slice.csv").open() as handle:
+        for row in csv.DictReader(handle):
+            if row["exec_time_seconds"]:
+                per_customer[row["groupId"]][row["gmt_create"][:13]] += float(row["exec_time_seconds"]) / 3600
+    busiest = max(per_customer.values(), key=lambda hours: sum(hours.values()))
+    first = datetime.strptime(min(busiest), "%Y-%m-%d %H")
+    last = datetime.strptime(max(busiest), "%Y-%m-%d %H")
+    hours = int((last - first).total_seconds() // 3600) + 1
+    values = np.zeros(max(hours, 60))
+    for key, value in busiest.items():
+        values[int((datetime.strptime(key, "%Y-%m-%d %H") - first).total_seconds() // 3600)] = value
+    return values
+
+
+def test_the_real_25_hour_outage_is_detected_and_left_out() -> None:
+    y = helios_hourly("vc6YE")
+    cleaned = clean(y, 24)
+    # 2020-05-10 00:00 is hour 216; the cluster reported nothing for about a day.
+    assert any(start <= 216 < start + length and length >= 20 for start, length in cleaned.outages)
+    assert not cleaned.observed[216:236].any()
+    assert (cleaned.values[216:236] > 0).all(), "filled from the seasonal profile for fitting"
+
+
+def test_a_quiet_night_is_not_an_outage_but_missing_hours_are_gaps() -> None:
+    day = np.r_[np.zeros(8), np.full(16, 5.0)]  # idle every night: that is the pattern, not an outage
+    y = np.tile(day, 10)
+    y[60] = np.nan  # hour 12 of the third day
+    cleaned = clean(y, 24)
+    assert cleaned.outages == [] and cleaned.missing == 1 and not cleaned.observed[60]
+    assert cleaned.values[60] == 5.0
+
+
+def _ordered(fc: Forecast) -> bool:
+    return bool(
+        (fc.lower[99] <= fc.lower[95]).all()
+        and (fc.lower[95] <= fc.lower[80]).all()
+        and (fc.lower[80] <= fc.upper[80]).all()
+        and (fc.upper[80] <= fc.upper[95]).all()
+        and (fc.upper[95] <= fc.upper[99]).all()
+        and (fc.lower[99] >= 0).all()
+    )
+
+
+@pytest.mark.parametrize("vc", ["vc6YE", "vcJLV", "vc8Sj"])
+def test_the_combination_leaves_out_the_worst_statistical_model_of_the_backtest(vc: str) -> None:
+    result = forecast_series(vc, helios_hourly(vc), season=24, horizon=24, origins=7)
+    bt = result.backtest
+    assert bt is not None and bt.origins == 7 and result.model == COMBINATION
+    assert set(bt.mase) | set(bt.failed) == {*MODELS, COMBINATION}
+    statistical = {m: v for m, v in bt.mase.items() if m not in (COMBINATION, "seasonal_naive")}
+    worst = max(statistical, key=statistical.__getitem__)
+    assert set(bt.members) == set(statistical) - {worst} and len(bt.members) == 3
+    assert "seasonal_naive" not in bt.members  # the yardstick, not a member
+    assert result.reason.startswith(f"backtest: MASE {bt.mase[COMBINATION]:.3f} over 7 origins")
+    assert f"{worst} left out" in result.reason
+    assert len(result.forecast.mean) == 24 and _ordered(result.forecast)
+
+
+@pytest.mark.parametrize("vc", ["vc6YE", "vcJLV", "vc8Sj"])
+def test_the_best_single_model_is_never_worse_than_seasonal_naive_on_the_backtest(vc: str) -> None:
+    result = forecast_series(vc, helios_hourly(vc), season=24, horizon=24, origins=7, method="best")
+    bt = result.backtest
+    assert bt is not None and result.model in MODELS
+    singles = {m: v for m, v in bt.mase.items() if m != COMBINATION}
+    assert bt.mase[result.model] == min(singles.values()) <= bt.mase["seasonal_naive"]
+    assert _ordered(result.forecast)
+    with pytest.raises(ValueError, match="unknown method 'oracle'"):
+        forecast_series(vc, helios_hourly(vc), season=24, horizon=24, method="oracle")
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_a_backtest_forecast_sees_nothing_after_its_origin(model: str) -> None:
+    """One filtering pass serves every origin; each forecast (mean and intervals) must equal the one made
+    from the history cut at that origin, so the backtest never looks ahead."""
+    y = clean(helios_hourly("vcJLV"), 24).values
+    origin = len(y) - 72
+    candidate = Candidate(model, y[: origin - 96], 24)
+    inside = candidate.forecasts(y, [(origin, 24)])[0]
+    cut = candidate.forecasts(y[:origin], [(origin, 24)])[0]
+    np.testing.assert_allclose(inside.mean, cut.mean, rtol=1e-9, atol=1e-9)
+    for level in (80, 95, 99):
+        np.testing.assert_allclose(inside.upper[level], cut.upper[level], rtol=1e-6, atol=1e-6)
+        np.testing.assert_allclose(inside.lower[level], cut.lower[level], rtol=1e-6, atol=1e-6)
+    with pytest.raises(ValueError, match="whole horizon"):
+        candidate.forecasts(y, [(len(y) - 10, 24)])
+
+
+def test_holt_winters_uses_the_latest_seasonal_factor_a_full_season_ahead() -> None:
+    """Hyndman's forecast a whole season ahead uses s_T, the factor just updated; statsmodels 0.15's
+    HoltWintersResults.forecast uses the one before it (statsmodels#9538). Ours follows the equations."""
+    y = clean(helios_hourly("vc6YE"), 24).values[:400]
+    candidate = Candidate("holt_winters_damped", y, 24)
+    fit = candidate._holt_winters(y, candidate.initial).fit(**candidate.params, optimized=False)
+    phi = candidate.params["damping_trend"]
+    level, trend, season = (np.asarray(x)[-1] for x in (fit.level, fit.trend, fit.season))
+    expected = level + sum(phi**i for i in range(1, 25)) * trend + season
+    ours = candidate.forecasts(y, [(len(y), 24)])[0].mean
+    assert ours[23] == pytest.approx(max(expected, 0.0), rel=1e-9)
+    np.testing.assert_allclose(ours[:23], np.maximum(np.asarray(fit.forecast(23)), 0), rtol=1e-9)
+
+
+def test_the_combination_averages_means_and_bounds() -> None:
+    a = Forecast(np.array([1.0, 2.0]), {lv: np.array([0.0, 1.0]) for lv in (80, 95, 99)},
+                 {lv: np.array([2.0, 3.0]) for lv in (80, 95, 99)})  # fmt: skip
+    b = Forecast(np.array([3.0, 4.0]), {lv: np.array([2.0, 3.0]) for lv in (80, 95, 99)},
+                 {lv: np.array([6.0, 5.0]) for lv in (80, 95, 99)})  # fmt: skip
+    both = combine([a, b])
+    np.testing.assert_allclose(both.mean, [2.0, 3.0])
+    np.testing.assert_allclose(both.lower[95], [1.0, 2.0])
+    np.testing.assert_allclose(both.upper[80], [4.0, 4.0])
+
+
+def test_short_and_intermittent_histories_fall_back_and_say_so() -> None:
+    short = forecast_series("short", helios_hourly("vcJLV")[:40], season=24, horizon=24)
+    assert short.model == "seasonal_naive" and short.reason.startswith("fallback: short history (40 steps")
+    tiny = forecast_series("tiny", np.array([1.0, 2.0, 0.0]), season=24, horizon=5)
+    assert tiny.model == "croston_sba" and "< 1 season" in tiny.reason and len(tiny.forecast.mean) == 5
+    intermittent = forecast_series("lora", lora_customer_hourly(), season=24, horizon=24)
+    assert intermittent.model == "croston_sba" and intermittent.reason.startswith("fallback: intermittent")
+    assert intermittent.backtest is None and (intermittent.forecast.mean > 0).all()
+
+
+def test_coverage_counts_only_scored_points_across_origins() -> None:
+    """A perfectly periodic history gives seasonal naive zero-width intervals: exactly the points changed
+    in the last window fall outside, and missing points are not scored."""
+    y = np.tile(10.0 + np.arange(24), 4)  # 96 hours; origins at 48 and 72
+    y[72:78] += 3.0  # six changed points in the last window...
+    y[72:76] = np.nan  # ...four of which are missing
+    result, _ = backtest(clean(y, 24), season=24, horizon=24, origins=2, models=("seasonal_naive",))
+    assert result.coverage80["seasonal_naive"] == pytest.approx(42 / 44)  # 24 + 18 inside, 44 scored
+    assert result.coverage95["seasonal_naive"] == pytest.approx(42 / 44)
+
+
+def test_many_series_on_two_processes_keep_their_order() -> None:
+    jobs = [SeriesJob(vc, helios_hourly(vc), 24, 24) for vc in ("vc6YE", "vcJLV", "vc8Sj")]
+    jobs.append(SeriesJob("vc6YE-copy", jobs[0].values, 24, 24))
+    results = forecast_many(jobs, workers=2)
+    assert [r.key for r in results] == ["vc6YE", "vcJLV", "vc8Sj", "vc6YE-copy"]
+    assert results[0].model == results[3].model
+    np.testing.assert_allclose(results[0].forecast.mean, results[3].forecast.mean)
