@@ -114,3 +114,23 @@ def test_every_ledger_table_is_in_the_one_schema() -> None:
     ]
     assert defined_elsewhere == []
     assert len(metadata.tables) == 13
+
+
+def test_the_installed_package_carries_every_module_and_the_migrations(tmp_path: Path) -> None:
+    """The flows image installs gpuflows without the checkout (not editable): every module of flows/,
+    tasks/ and blocks/, and the ledger's Alembic scripts, must be in the wheel."""
+    import subprocess
+    import zipfile
+
+    uv = ROOT / ".venv-uv" / "bin" / "uv"
+    subprocess.run(
+        [str(uv), "build", "--wheel", "-q", "-o", str(tmp_path), str(ROOT)], check=True, timeout=300
+    )
+    [wheel] = tmp_path.glob("gpuflows-*.whl")
+    packaged = set(zipfile.ZipFile(wheel).namelist())
+    sources = {
+        str(p.relative_to(ROOT))
+        for folder in ("flows", "tasks", "blocks")
+        for p in (ROOT / folder).rglob("*.py")
+    }
+    assert sources - packaged == set()
