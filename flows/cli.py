@@ -106,6 +106,17 @@ def cli() -> None:
     "--attempts", "max_attempts", type=click.IntRange(1, 10), help="Tries per call (transient faults)"
 )
 @click.option("--think/--no-think", default=None, help="Reasoning on/off for thinking models")
+@click.option(
+    "--timeout",
+    "run_timeout_seconds",
+    type=click.FloatRange(1, 86_400),
+    help="Deadline of the whole run in seconds (default 1800): past it, exit 1 with one line",
+)
+@click.option(
+    "--max-continuations",
+    type=click.IntRange(0, 10),
+    help="Follow-up calls for an answer cut at the length limit (default 3)",
+)
 @click.option("--instructions", help="Instructions every section must see (default: the prompt's preamble)")
 @click.option("--allow-partial", is_flag=True, help="Return an answer that marks failed sections")
 @click.option("--json", "as_json", is_flag=True, help="Print the whole result as JSON")

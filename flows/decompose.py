@@ -34,7 +34,7 @@ from tasks.decomposition.ollama import DEFAULT_HOST, DEFAULT_MODEL, display_host
 from tasks.decomposition.plan import AgentConfig, DecompositionResult, Part, Plan, SubTaskRecord, plan_prompt
 from tasks.decomposition.report import decomposition_markdown
 from tasks.decomposition.tokens import TokenCounter
-from tasks.errors import InputError
+from tasks.errors import InputError, RunTimeoutError
 
 DEFAULT_NUM_PARALLEL = 3  # matches the Ollama Deployment's OLLAMA_NUM_PARALLEL in k8s/
 
@@ -102,20 +102,30 @@ def answer_part_task_for(config: AgentConfig) -> Task[..., SubTaskRecord]:
 
 
 def run_parts(
-    parts: Sequence[Part], config: AgentConfig, plan: Plan, width: int, progress: UUID | None
+    parts: Sequence[Part],
+    config: AgentConfig,
+    plan: Plan,
+    width: int,
+    progress: UUID | None,
+    deadline: float | None = None,
 ) -> list[SubTaskRecord]:
     """Run parts as task runs, `width` at a time; a failed run becomes a failed record naming its section."""
     answer = answer_part_task_for(config)
     records: dict[int, SubTaskRecord] = {}
     with ThreadPoolTaskRunner(max_workers=width) as runner:
         futures = [
-            runner.submit(answer, {"part": p, "config": config, "options": plan.options}) for p in parts
+            runner.submit(
+                answer, {"part": p, "config": config, "options": plan.options, "deadline": deadline}
+            )
+            for p in parts
         ]
         index = {id(f): k for k, f in enumerate(futures)}
         for future in as_completed(futures):
             k = index[id(future)]
             try:
                 records[k] = future.result()
+            except RunTimeoutError:
+                raise  # the whole run is over, not one part
             except Exception as error:  # the task run shows as Failed; the record names the section
                 records[k] = failed_record(parts[k], error)
             if progress:
@@ -150,6 +160,7 @@ def decompose(
     """
     logger = get_run_logger()
     started = time.monotonic()
+    deadline = time.time() + config.run_timeout_seconds
     config, host = resolve_server_task(config, server)
     counter = TokenCounter(enabled=config.enable_token_count_cache)
     model = inspect_model_task(config)
@@ -172,7 +183,7 @@ def decompose(
 
         def answer(parts: Sequence[Part]) -> list[SubTaskRecord]:
             nonlocal answered  # the progress bar follows the sections, not the synthesis rounds
-            records = run_parts(parts, config, plan, width, progress if answered == 0 else None)
+            records = run_parts(parts, config, plan, width, progress if answered == 0 else None, deadline)
             answered += 1
             return records
 

@@ -50,3 +50,17 @@ class TruncatedPromptError(OllamaError):
 
 class SubTaskFailedError(GpuflowsError):
     """One or more sections failed after their retries; the answer would have silently skipped content."""
+
+
+class OllamaProtocolError(OllamaError):
+    """The server answered something the documented API does not allow (wrong shape, endless line, an
+    answer past every bound); retrying the same server is not expected to help."""
+
+
+class IncompleteAnswerError(OllamaError):
+    """The model stopped before its answer was complete (cut at num_predict even after continuing, or an
+    empty answer): taking it would silently lose content."""
+
+
+class RunTimeoutError(GpuflowsError):
+    """The whole decomposition did not finish within its deadline (run_timeout_seconds, --timeout)."""

@@ -10,10 +10,19 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TypeVar
 
 from tasks.decomposition.driver import drive, drive_async, failed_record
-from tasks.decomposition.ollama import DEFAULT_HOST, DEFAULT_MODEL, ChatOptions, ModelInfo, OllamaClient
+from tasks.decomposition.ollama import (
+    DEFAULT_HOST,
+    DEFAULT_MODEL,
+    ChatMessage,
+    ChatOptions,
+    ChatReply,
+    ModelInfo,
+    OllamaClient,
+)
 from tasks.decomposition.plan import (
     AgentConfig,
     DecompositionResult,
@@ -23,25 +32,94 @@ from tasks.decomposition.plan import (
     validate_prompt,
 )
 from tasks.decomposition.tokens import TokenCounter
+from tasks.errors import IncompleteAnswerError, RunTimeoutError
+
+T = TypeVar("T")
 
 
-async def ask(client: OllamaClient, config: AgentConfig, options: ChatOptions, part: Part) -> SubTaskRecord:
-    """One call to Ollama, recorded; raises the client's errors after its retries."""
+CONTINUE = (
+    "Your previous answer was cut off at the length limit. Continue it exactly where it stopped: no "
+    "repetition, no preamble, no summary of what came before."
+)
+
+
+def was_cut(reply: ChatReply, options: ChatOptions) -> bool:
+    """Ollama ends a stream cut at num_predict with done_reason "length"; a server too old to send a reason
+    is taken as cut when it produced exactly num_predict tokens."""
+    if reply.done_reason is not None:
+        return reply.done_reason == "length"
+    return reply.eval_count is not None and 0 < options.num_predict <= reply.eval_count
+
+
+async def ask(
+    client: OllamaClient,
+    config: AgentConfig,
+    options: ChatOptions,
+    part: Part,
+    deadline: float | None = None,
+) -> SubTaskRecord:
+    """One part answered completely, recorded. An answer cut at num_predict is continued (the model is shown
+    its own partial answer and asked to go on) up to `max_continuations` times; still cut, or empty, it is
+    an IncompleteAnswerError naming the part, never a silently shorter answer. `deadline` (time.time()) is
+    the whole run's: a call that would outlive it is cut short with RunTimeoutError."""
     started = time.monotonic()
-    reply = await client.chat(
-        config.model, part.messages, options, think=config.think, estimate_tokens=part.estimate_tokens
-    )
+    messages = list(part.messages)
+    pieces: list[str] = []
+    tokens_in = tokens_out = attempts = 0
+    estimate = part.estimate_tokens
+    for continuation in range(config.max_continuations + 1):
+        reply = await _before(
+            deadline,
+            client.chat(config.model, messages, options, think=config.think, estimate_tokens=estimate),
+        )
+        pieces.append(reply.content)
+        tokens_in += reply.prompt_eval_count if reply.prompt_eval_count is not None else estimate
+        tokens_out += reply.eval_count or 0
+        attempts += reply.attempts
+        if not was_cut(reply, options):
+            break
+        if continuation == config.max_continuations:
+            raise IncompleteAnswerError(
+                f"the answer to {part.kind} {part.key} ({part.section}) was still cut at num_predict "
+                f"({options.num_predict} tokens) after {continuation} continuation(s); raise "
+                "response_reserve_tokens or max_continuations"
+            )
+        so_far = "".join(pieces)
+        estimate = part.estimate_tokens + (reply.eval_count or len(so_far) // 4) * (continuation + 1) + 64
+        if estimate > options.num_ctx - options.num_predict:
+            raise IncompleteAnswerError(
+                f"the answer to {part.kind} {part.key} ({part.section}) was cut at num_predict and its "
+                f"continuation would not fit num_ctx {options.num_ctx}; raise response_reserve_tokens"
+            )
+        messages = [*part.messages, ChatMessage("assistant", so_far), ChatMessage("user", CONTINUE)]
+    content = "".join(pieces)
+    if not content.strip():
+        raise IncompleteAnswerError(
+            f"ollama at {client.display_host} returned an empty answer to {part.kind} {part.key} "
+            f"({part.section})"
+        )
     return SubTaskRecord(
         key=part.key,
         kind=part.kind,
         section=part.section,
-        tokens_in=reply.prompt_eval_count if reply.prompt_eval_count is not None else part.estimate_tokens,
-        tokens_out=reply.eval_count or 0,
+        tokens_in=tokens_in,
+        tokens_out=tokens_out,
         duration_s=time.monotonic() - started,
-        attempts=reply.attempts,
-        content=reply.content,
+        attempts=attempts,
+        content=content,
         estimate_tokens=part.estimate_tokens,
     )
+
+
+async def _before(deadline: float | None, call: Awaitable[T]) -> T:
+    if deadline is None:
+        return await call
+    left = deadline - time.time()
+    try:
+        async with asyncio.timeout(max(0.0, left)):
+            return await call
+    except TimeoutError:
+        raise RunTimeoutError("the decomposition ran past its deadline (run_timeout_seconds)") from None
 
 
 class OllamaDecompositionAgent:
@@ -64,6 +142,7 @@ class OllamaDecompositionAgent:
         say = progress or (lambda line: None)
         validate_prompt(prompt)
         config = self.config
+        deadline = time.time() + config.run_timeout_seconds
         async with OllamaClient(
             config.host, timeouts=config.timeouts(), retry=config.retry_policy()
         ) as client:
@@ -82,7 +161,9 @@ class OllamaDecompositionAgent:
                     return hit[1]
                 async with slots:
                     try:
-                        record = await ask(client, config, plan.options, part)
+                        record = await ask(client, config, plan.options, part, deadline)
+                    except RunTimeoutError:
+                        raise  # the whole run is over, not one part
                     except Exception as error:  # recorded, then raised or marked by section_answers
                         return failed_record(part, error)
                 if config.enable_result_caching:
@@ -99,14 +180,16 @@ class OllamaDecompositionAgent:
 # ------------------------------------------------------------------------------------ one call, sync
 
 
-def answer_part(part: Part, config: AgentConfig, options: ChatOptions) -> SubTaskRecord:
-    """One call in its own event loop (the flow runs each in a task run; it holds the host's slots)."""
+def answer_part(
+    part: Part, config: AgentConfig, options: ChatOptions, deadline: float | None = None
+) -> SubTaskRecord:
+    """One part in its own event loop (the flow runs each in a task run; it holds the host's slots)."""
 
     async def call() -> SubTaskRecord:
         async with OllamaClient(
             config.host, timeouts=config.timeouts(), retry=config.retry_policy()
         ) as client:
-            return await ask(client, config, options, part)
+            return await ask(client, config, options, part, deadline)
 
     return asyncio.run(call())
 

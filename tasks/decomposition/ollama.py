@@ -7,7 +7,10 @@ What it guarantees to its callers:
   `Retry-After`; 4xx are not; a 404 says which model to pull on which host;
 - a cold model load is allowed for before the first line, a stall after it is not;
 - `<think>` blocks that older servers put in `content` are stripped; `think` is sent when configured;
-- silent truncation is detected by comparing `prompt_eval_count` with the caller's own estimate.
+- silent truncation is detected by comparing `prompt_eval_count` with the caller's own estimate;
+- every reply is checked against the documented shape (tasks/decomposition/replies.py), and every byte read
+  is bounded: one line, one answer; a stream that sends bytes but no answer (a trickle) counts as stalled.
+  Each violation is one line naming the host, the endpoint and what was wrong.
 """
 
 from __future__ import annotations
@@ -24,11 +27,22 @@ from functools import cache
 from typing import Any, Literal
 
 import httpx
+from pydantic import ValidationError
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 
+from tasks.decomposition.replies import (
+    MAX_ANSWER_CHARS,
+    MAX_LINE_BYTES,
+    ChatLine,
+    LineTooLong,
+    ShowReply,
+    bounded_lines,
+    describe,
+)
 from tasks.errors import (
     ModelNotPulledError,
     OllamaError,
+    OllamaProtocolError,
     OllamaRequestError,
     OllamaServerError,
     OllamaUnreachableError,
@@ -216,22 +230,29 @@ class OllamaClient:
 
     async def version(self) -> str:
         data = await self._retrying(lambda: self._get_json("GET", "/api/version"))
+        if not isinstance(data, dict):
+            raise self._shape_error("/api/version", "the reply is not an object")
         return str(data.get("version", "unknown"))
 
     async def list_models(self) -> list[str]:
         data = await self._retrying(lambda: self._get_json("GET", "/api/tags"))
-        return [m.get("name") or m.get("model", "") for m in data.get("models", [])]
+        models = data.get("models") if isinstance(data, dict) else None
+        if not isinstance(models, list) or not all(isinstance(m, dict) for m in models):
+            raise self._shape_error("/api/tags", "models is not a list of objects")
+        return [str(m.get("name") or m.get("model", "")) for m in models]
 
     async def show(self, model: str) -> ModelInfo:
         data = await self._retrying(
             lambda: self._get_json("POST", "/api/show", {"model": model}, model=model)
         )
-        info = data.get("model_info") or {}
-        arch = info.get("general.architecture")
-        context = info.get(f"{arch}.context_length") if arch else None
-        if context is None:  # some servers only list it under another key
-            context = next((v for k, v in info.items() if k.endswith(".context_length")), None)
-        return ModelInfo(model, int(context) if context else None, tuple(data.get("capabilities") or ()))
+        try:
+            reply = ShowReply.model_validate(data)
+            context = reply.context_length()
+        except ValidationError as exc:
+            raise self._shape_error("/api/show", describe(exc)) from None
+        except ValueError as exc:
+            raise self._shape_error("/api/show", str(exc)) from None
+        return ModelInfo(model, context, tuple(reply.capabilities or ()))
 
     async def chat(
         self,
@@ -266,11 +287,11 @@ class OllamaClient:
         result = ChatReply(
             content=content,
             thinking=(reply["thinking"] or inline_thinking),
-            prompt_eval_count=reply["final"].get("prompt_eval_count"),
-            eval_count=reply["final"].get("eval_count"),
-            done_reason=reply["final"].get("done_reason"),
-            total_duration_ns=reply["final"].get("total_duration"),
-            load_duration_ns=reply["final"].get("load_duration"),
+            prompt_eval_count=reply["final"].prompt_eval_count,
+            eval_count=reply["final"].eval_count,
+            done_reason=reply["final"].done_reason,
+            total_duration_ns=reply["final"].total_duration,
+            load_duration_ns=reply["final"].load_duration,
             attempts=attempts,
             wall_s=time.monotonic() - started,
         )
@@ -308,7 +329,7 @@ class OllamaClient:
 
     async def _get_json(
         self, method: str, path: str, body: dict[str, Any] | None = None, model: str | None = None
-    ) -> dict[str, Any]:
+    ) -> Any:
         try:
             async with asyncio.timeout(self.timeouts.connect_s + self.timeouts.stall_s):
                 response = await self._client().request(method, path, json=body)
@@ -326,56 +347,77 @@ class OllamaClient:
         t = self.timeouts
         content: list[str] = []
         thinking: list[str] = []
-        final: dict[str, Any] = {}
+        size = 0
+        final: ChatLine | None = None
         try:
             async with asyncio.timeout(t.call_s + t.load_s):
                 async with self._client().stream("POST", "/api/chat", json=body) as response:
                     if response.status_code >= 400:
                         text = (await response.aread()).decode("utf-8", "replace")
                         self._raise_for_status(response, text, model)
-                    lines = response.aiter_lines()
+                    lines = bounded_lines(response.aiter_bytes(), MAX_LINE_BYTES)
                     first = True
+                    progress_at = time.monotonic()
                     while True:
+                        wait = t.load_s + t.stall_s if first else t.stall_s
                         try:
-                            async with asyncio.timeout(t.load_s + t.stall_s if first else t.stall_s):
+                            # Bytes without an answer (a trickle of empty lines) do not reset the clock.
+                            budget = max(0.0, wait - (time.monotonic() - progress_at))
+                            async with asyncio.timeout(budget):
                                 line = await anext(lines)
                         except StopAsyncIteration:
                             break
                         except TimeoutError as exc:
                             raise OllamaServerError(
-                                f"ollama at {self.display_host} stalled: no data for "
-                                f"{t.load_s + t.stall_s if first else t.stall_s:.0f} s"
+                                f"ollama at {self.display_host} stalled: no answer for {wait:.0f} s"
                             ) from exc
-                        first = False
                         if not line.strip():
                             continue
                         chunk = self._parse_line(line)
-                        message = chunk.get("message") or {}
-                        content.append(message.get("content") or "")
-                        thinking.append(message.get("thinking") or "")
-                        if chunk.get("done"):
+                        message = chunk.message
+                        piece = message.content if message else ""
+                        thought = (message.thinking or "") if message else ""
+                        if piece or thought or chunk.done:
+                            progress_at, first = time.monotonic(), False
+                        size += len(piece) + len(thought)
+                        if size > MAX_ANSWER_CHARS:
+                            raise OllamaProtocolError(
+                                f"ollama at {self.display_host}: /api/chat sent an answer longer than "
+                                f"{MAX_ANSWER_CHARS} characters"
+                            )
+                        content.append(piece)
+                        thinking.append(thought)
+                        if chunk.done:
                             final = chunk
                             break
         except TimeoutError as exc:
             raise OllamaServerError(
                 f"ollama at {self.display_host} did not finish a chat in {t.call_s + t.load_s:.0f} s"
             ) from exc
+        except LineTooLong as exc:
+            raise OllamaProtocolError(f"ollama at {self.display_host}: /api/chat sent {exc}") from None
         except httpx.TransportError as exc:
             raise self._transport_error(exc, "/api/chat") from exc
-        if not final:
+        if final is None:
             raise OllamaServerError(f"ollama at {self.display_host} ended the stream before done=true")
         return {"content": "".join(content), "thinking": "".join(thinking), "final": final}
 
-    def _parse_line(self, line: str) -> dict[str, Any]:
+    def _parse_line(self, line: bytes) -> ChatLine:
         try:
-            chunk = json.loads(line)
-        except ValueError as exc:
-            raise OllamaServerError(f"ollama at {self.display_host} sent a line that is not JSON") from exc
-        if not isinstance(chunk, dict):
-            raise OllamaServerError(f"ollama at {self.display_host} sent a line that is not an object")
-        if "error" in chunk:  # an error can arrive inside a 200 stream, after some content
-            raise OllamaServerError(f"ollama at {self.display_host} failed mid-stream: {chunk['error']}")
-        return chunk
+            data = json.loads(line)
+        except ValueError:
+            raise OllamaProtocolError(
+                f"ollama at {self.display_host}: /api/chat sent a line that is not JSON"
+            ) from None
+        if isinstance(data, dict) and "error" in data:  # an error can arrive inside a 200 stream
+            raise OllamaServerError(f"ollama at {self.display_host} failed mid-stream: {data['error']}")
+        try:
+            return ChatLine.model_validate(data)
+        except ValidationError as exc:
+            raise self._shape_error("/api/chat", describe(exc)) from None
+
+    def _shape_error(self, path: str, what: str) -> OllamaProtocolError:
+        return OllamaProtocolError(f"ollama at {self.display_host}: {path} sent an unexpected reply ({what})")
 
     def _transport_error(self, exc: httpx.TransportError, path: str) -> OllamaError:
         if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout):

@@ -64,6 +64,12 @@ class AgentConfig(BaseModel):
     result_cache_ttl_seconds: int = Field(86_400, ge=1, description="Expiry of cached answers")
     think: bool | None = Field(None, description="Reasoning on/off for thinking models; None leaves it")
     allow_partial: bool = Field(False, description="Return an answer that marks failed sections")
+    max_continuations: int = Field(
+        3, ge=0, le=10, description="Follow-up calls for an answer cut at the length limit"
+    )
+    run_timeout_seconds: float = Field(
+        1800, gt=0, le=86_400, description="Deadline of the whole run: past it, it fails with one line"
+    )
     temperature: float = Field(0.2, ge=0, le=2)
 
     @model_validator(mode="after")

@@ -75,13 +75,10 @@ def test_budgets_want_ascending_distinct_thresholds_and_positive_amounts() -> No
 
 
 def test_alert_routes_keep_urls_secret() -> None:
-    routes = AlertRoutes(sms=["twilio://sid:token@+15550001/+15550002"])  # pragma: allowlist secret
+    url = "twilio://sid:token@+15550001/+15550002"  # pragma: allowlist secret
+    routes = AlertRoutes(sms=[url])
     assert "token" not in repr(routes) and "token" not in str(routes.sms)
-    assert routes.channels() == {
-        "sms": ["twilio://sid:token@+15550001/+15550002"],
-        "im": [],
-        "email": [],
-    }  # pragma: allowlist secret
+    assert routes.channels() == {"sms": [url], "im": [], "email": []}
 
 
 def test_the_alert_block_bounds_its_retries_and_knows_the_run_line() -> None:

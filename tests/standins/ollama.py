@@ -14,7 +14,12 @@ https://github.com/ollama/ollama/blob/main/docs/api.md where the platform depend
 - a prompt longer than `options.num_ctx` is truncated silently and `prompt_eval_count` reports `num_ctx`;
 - a model is loaded on first use and reloaded when `num_ctx` changes (`load_s` each time);
 - latency proportional to tokens: `latency_s + prompt_tokens * prompt_s_per_token + eval * eval_s_per_token`;
-- injectable faults per chat request: "500", "503" (with Retry-After), "reset", "stall", "error_line".
+- an answer longer than `options.num_predict` tokens is cut there and ends with `done_reason: "length"`;
+  a model asked to continue (its partial answer, then the agent's continue instruction) goes on from there;
+- injectable faults per chat request: "500", "503" (with Retry-After), "reset", "stall", "error_line",
+  and misbehaviour: "empty" (done, no content), "endless" (one line that never ends), "trickle" (empty
+  lines forever: bytes, no answer), "message_string" (`message` is a string), "not_json";
+- `show_reply`: what `/api/show` answers instead of the real shape (`[]`, `None`, a context of "lots").
 
 Its answers are deterministic: they echo every `MARK-<n>` marker found in the messages, so a test can
 check that no section's content was skipped on the way to the final answer.
@@ -40,6 +45,8 @@ from typing import Any
 
 import h11
 import tiktoken
+
+from tasks.decomposition.agent import CONTINUE
 
 _MARKER = re.compile(r"\bMARK-\d+\b")
 NDJSON_HEADERS = [
@@ -72,6 +79,7 @@ class StandinOllama:
     legacy_think: bool = False
     retry_after_s: int = 0
     version: str = "0.12.3"
+    show_reply: Any = field(default_factory=lambda: _REAL)  # a misbehaving /api/show answers this instead
 
     def __post_init__(self) -> None:
         self.faults: deque[str] = deque()
@@ -239,6 +247,8 @@ class StandinOllama:
 
     async def _show(self, conn: h11.Connection, writer: asyncio.StreamWriter, body: dict[str, Any]) -> bool:
         model = body.get("model") or body.get("name") or ""
+        if self.show_reply is not _REAL:
+            return await self._send_json(conn, writer, 200, self.show_reply)
         if model not in self.models:
             return await self._send_json(conn, writer, 404, {"error": f"model '{model}' not found"})
         capabilities = ["completion"] + (["thinking"] if model in self.thinking_models else [])
@@ -329,7 +339,7 @@ class StandinOllama:
         if prompt_tokens > num_ctx:
             record.truncated = True
             prompt_tokens = num_ctx
-        reply = self._answer(messages)
+        reply = "" if fault == "empty" else self._answer(messages)
         eval_count = self._count(reply)
         num_predict = int(options.get("num_predict", -1))
         done_reason = "stop"
@@ -343,10 +353,26 @@ class StandinOllama:
         prompt_s = self.latency_s + prompt_tokens * self.prompt_s_per_token
         eval_s = eval_count * self.eval_s_per_token
         await asyncio.sleep(load_s)
-        if fault == "stall":
+        if fault in ("stall", "endless", "trickle"):
             record.status = 200
             await self._send(conn, writer, h11.Response(status_code=200, headers=NDJSON_HEADERS))
-            await self._stopping.wait()
+            if fault == "stall":
+                await self._stopping.wait()
+                return False
+            # endless: one line that never ends; trickle: empty answer lines forever. Both go on until the
+            # client hangs up (or the server stops).
+            if fault == "endless":
+                opening, filler = b'{"message": {"role": "assistant", "content": "', b"x" * 65536
+            else:
+                opening = b""
+                filler = b'{"model": "m", "message": {"role": "assistant", "content": ""}, "done": false}\n'
+            try:
+                await self._send(conn, writer, h11.Data(data=opening or filler))
+                while not self._stopping.is_set():
+                    await self._send(conn, writer, h11.Data(data=filler))
+                    await asyncio.sleep(0 if fault == "endless" else 0.05)
+            except (ConnectionError, h11.LocalProtocolError):
+                pass
             return False
         stream = body.get("stream", True)
         created = datetime.now(UTC).isoformat()
@@ -372,6 +398,11 @@ class StandinOllama:
             return await self._send_json(conn, writer, 200, {**final, "message": message})
         await self._send(conn, writer, h11.Response(status_code=200, headers=NDJSON_HEADERS))
         await asyncio.sleep(prompt_s)
+        if fault in ("message_string", "not_json"):
+            bad = b'{"message": "oops", "done": false}\n' if fault == "message_string" else b"<html>\n"
+            await self._send(conn, writer, h11.Data(data=bad))
+            await self._send(conn, writer, h11.EndOfMessage())
+            return True
         pieces = _pieces(reply, 8)
 
         def line(obj: dict[str, Any]) -> h11.Data:
@@ -398,6 +429,13 @@ class StandinOllama:
         return True
 
     def _answer(self, messages: list[dict[str, Any]]) -> str:
+        if (
+            len(messages) >= 2
+            and messages[-1].get("content") == CONTINUE
+            and messages[-2].get("role") == "assistant"
+        ):  # a model asked to continue goes on from where its partial answer stopped
+            partial, full = messages[-2].get("content", ""), self._answer(messages[:-2])
+            return full[len(partial) :] if full.startswith(partial) else full
         text = "\n".join(m.get("content", "") for m in messages)
         markers = list(dict.fromkeys(_MARKER.findall(text)))
         last = messages[-1].get("content", "") if messages else ""
@@ -405,6 +443,9 @@ class StandinOllama:
         digest = hashlib.sha256(text.encode()).hexdigest()[:8]
         found = " ".join(markers) if markers else "none"
         return f"Answer {digest}. Markers: {found}. Notes on: {words}"
+
+
+_REAL = object()
 
 
 def _pieces(text: str, n: int) -> list[str]:
