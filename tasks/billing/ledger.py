@@ -129,68 +129,188 @@ class IngestSummary:
     reasons: dict[str, int]
 
 
-# ------------------------------------------------------------------------------------------------ database
-
-
 # ------------------------------------------------------------------------------------------------ parsing
 
 
-def parse_time(value: Any, field_name: str) -> datetime:
+@dataclass(frozen=True, slots=True)
+class Plausible:
+    """What a billable event may look like; anything outside is quarantined with the bound it broke.
+    One bad value costs its row, never its file."""
+
+    epoch: datetime = datetime(2015, 1, 1, tzinfo=UTC)  # no GPU usage is billed from before the ledger
+    future_skew: timedelta = timedelta(hours=1)  # clocks drift; usage from the future does not exist
+    max_duration: timedelta = timedelta(days=31)
+    max_gpus: Decimal = Decimal(1024)
+    max_id_chars: int = 200
+
+
+PLAUSIBLE = Plausible()
+TEXT_FIELDS = ("source", "event_id", "customer", "project", "job", "supplier", "node", "gpu_type")
+
+
+def parse_time(value: Any, field_name: str, bounds: Plausible = PLAUSIBLE) -> datetime:
     if not isinstance(value, str) or not value.strip():
-        raise ValueError(f"missing {field_name}")
+        raise ValueError(f"missing {field_name}" if value in (None, "") else f"{field_name} is not a time")
+    if len(value) > 64:
+        raise ValueError(f"unparsable time in {field_name}")
     try:
         parsed = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
     except ValueError:
         raise ValueError(f"unparsable time in {field_name}: {value!r}") from None
     if parsed.tzinfo is None:
         raise ValueError(f"{field_name} {value!r} has no timezone (use UTC, e.g. 2026-05-01T10:00:00Z)")
-    return parsed.astimezone(UTC)
-
-
-def parse_event(record: dict[str, Any], default_source: str, gpu_types: Collection[str]) -> UsageEvent:
-    """A billable usage event, or ValueError with the reason the row goes to quarantine."""
-    for name in REQUIRED:
-        if record.get(name) in (None, ""):
-            raise ValueError(f"missing {name}")
-    gpu_type = str(record["gpu_type"]).strip().lower()
-    if gpu_type not in gpu_types:
-        raise ValueError(f"unknown GPU type {record['gpu_type']!r}")
     try:
-        gpu_count = Decimal(str(record["gpu_count"]))
+        parsed = parsed.astimezone(UTC)
+    except OverflowError:
+        raise ValueError(f"{field_name} {value!r} is out of range") from None
+    if not bounds.epoch <= parsed <= datetime.now(UTC) + bounds.future_skew:
+        raise ValueError(
+            f"{field_name} {value!r} is outside the ledger's range ({bounds.epoch:%Y-%m-%d} to now)"
+        )
+    return parsed
+
+
+def _text(record: dict[str, Any], name: str, bounds: Plausible) -> str:
+    value = record.get(name)
+    if value is None:
+        return ""
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        raise ValueError(f"{name} must be text, got {type(value).__name__}")
+    text = value.strip() if isinstance(value, str) else str(value)
+    if len(text) > bounds.max_id_chars:
+        raise ValueError(f"{name} is longer than {bounds.max_id_chars} characters")
+    if any(ord(c) < 32 or 0xD800 <= ord(c) <= 0xDFFF for c in text):
+        raise ValueError(f"{name} contains a control character")
+    return text
+
+
+def _number(value: Any, name: str) -> Decimal:
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        raise ValueError(f"{name} is not a number (got {type(value).__name__})")
+    text = str(value).strip()
+    if len(text) > 40:
+        raise ValueError(f"{name} is not a plausible number ({len(text)} characters)")
+    try:
+        number = Decimal(text)
     except InvalidOperation:
-        raise ValueError(f"gpu_count {record['gpu_count']!r} is not a number") from None
-    if not gpu_count.is_finite() or gpu_count <= 0:
+        raise ValueError(f"{name} {value!r} is not a number") from None
+    if not number.is_finite():
+        raise ValueError(f"{name} must be a finite number, got {value}")
+    return number
+
+
+def parse_event(
+    record: dict[str, Any], default_source: str, gpu_types: Collection[str], bounds: Plausible = PLAUSIBLE
+) -> UsageEvent:
+    """A billable usage event, or ValueError with the reason the row goes to quarantine."""
+    texts = {name: _text(record, name, bounds) for name in TEXT_FIELDS}
+    for name in REQUIRED:
+        if record.get(name) in (None, "") or (name in texts and not texts[name]):
+            raise ValueError(f"missing {name}")
+    gpu_type = texts["gpu_type"].lower()
+    if gpu_type not in gpu_types:
+        raise ValueError(f"unknown GPU type {texts['gpu_type']!r}")
+    gpu_count = _number(record["gpu_count"], "gpu_count")
+    if gpu_count <= 0:
         raise ValueError(f"gpu_count must be positive, got {record['gpu_count']}")
-    start = parse_time(record["start"], "start")
+    if gpu_count > bounds.max_gpus:
+        raise ValueError(f"gpu_count {gpu_count} is over the ledger's limit of {bounds.max_gpus} per event")
+    start = parse_time(record["start"], "start", bounds)
     if record.get("end") not in (None, ""):
-        end = parse_time(record["end"], "end")
+        end = parse_time(record["end"], "end", bounds)
         if end < start:
             raise ValueError("end before start")
     elif record.get("duration_seconds") not in (None, ""):
-        try:
-            seconds = float(record["duration_seconds"])
-        except ValueError:
-            raise ValueError(f"duration_seconds {record['duration_seconds']!r} is not a number") from None
+        seconds = _number(record["duration_seconds"], "duration_seconds")
         if seconds < 0:
             raise ValueError("negative duration")
-        end = start + timedelta(seconds=seconds)
+        if seconds > Decimal(int(bounds.max_duration.total_seconds())):
+            raise ValueError(f"duration_seconds {seconds} is longer than {bounds.max_duration.days} days")
+        end = start + timedelta(seconds=float(seconds))
     else:
         raise ValueError("missing end (or duration_seconds)")
     if end == start:
         raise ValueError("zero duration")
+    if end - start > bounds.max_duration:
+        raise ValueError(f"the event lasts longer than {bounds.max_duration.days} days")
     return UsageEvent(
-        source=str(record.get("source") or default_source),
-        event_id=str(record["event_id"]),
-        customer=str(record["customer"]),
-        project=str(record["project"]),
-        job=str(record.get("job") or ""),
-        supplier=str(record["supplier"]),
-        node=str(record.get("node") or ""),
+        source=texts["source"] or default_source,
+        event_id=texts["event_id"],
+        customer=texts["customer"],
+        project=texts["project"],
+        job=texts["job"],
+        supplier=texts["supplier"],
+        node=texts["node"],
         gpu_type=gpu_type,
         gpu_count=gpu_count,
         start=start,
         end=end,
     )
+
+
+def escaped(raw: bytes) -> str:
+    """A row's bytes as storable text: invalid UTF-8 and control characters (NUL, form feed) escaped, so
+    any row can be quarantined as it came, on PostgreSQL too."""
+    text = raw.decode("utf-8", errors="backslashreplace")
+    return "".join(c if c >= " " or c == "\t" else f"\\x{ord(c):02x}" for c in text)[:10_000]
+
+
+COLUMNS = (*TEXT_FIELDS, "gpu_count", "start", "end", "duration_seconds")
+
+
+def read_csv_rows(path: Path, data: bytes) -> Iterator[tuple[int, str, dict[str, Any] | None, str | None]]:
+    """A CSV as users write it: the first line must be a header of known columns (else the file is refused
+    with one line, nothing ingested); a row that is not UTF-8, or has extra cells, is quarantined alone."""
+    text = data.decode("utf-8", errors="surrogateescape").removeprefix("\ufeff")
+    physical = text.split("\n")  # only newlines end a CSV line (a form feed inside a cell does not)
+    reader = csv.reader(io.StringIO(text, newline=""))
+    try:
+        header = [name.strip().lower() for name in next(reader)]
+    except StopIteration:
+        return
+    except csv.Error as exc:
+        raise InputError(f"usage file {path}: the header line is not CSV ({exc})") from None
+    unknown = [name for name in header if name not in COLUMNS]
+    missing = [name for name in REQUIRED if name not in header]
+    if unknown or missing:
+        if set(header) & set(COLUMNS):
+            problem = (f"unknown column(s) {', '.join(repr(n) for n in unknown)}" if unknown else "") + (
+                f"{'; ' if unknown else ''}missing column(s) {', '.join(missing)}" if missing else ""
+            )
+        else:
+            problem = "its first line is not a header"
+        raise InputError(
+            f"usage file {path}: {escaped(problem.encode('utf-8', 'surrogateescape'))} "
+            f"(a header naming {', '.join(REQUIRED)} is required; known columns: {', '.join(COLUMNS)})"
+        )
+    if len(set(header)) != len(header):
+        twice = sorted({name for name in header if header.count(name) > 1})
+        raise InputError(
+            f"usage file {path}: column(s) {', '.join(twice)} appear more than once in the header"
+        )
+    previous = reader.line_num
+    while True:
+        try:
+            cells = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            line = reader.line_num
+            raw = escaped("\n".join(physical[previous:line]).encode("utf-8", "surrogateescape"))
+            previous = line
+            yield line, raw, None, f"not CSV: {exc}"
+            continue
+        line = reader.line_num
+        raw = escaped("\n".join(physical[previous:line]).encode("utf-8", "surrogateescape"))
+        previous = line
+        if not cells or not any(cell.strip() for cell in cells):
+            continue
+        if any("\udc80" <= c <= "\udcff" for cell in cells for c in cell):
+            yield line, raw, None, "not UTF-8"
+        elif len(cells) > len(header):
+            yield line, raw, None, f"{len(cells)} cells, the header has {len(header)}"
+        else:
+            yield line, raw, dict(zip(header, cells, strict=False)), None
 
 
 def read_rows(path: Path) -> Iterator[tuple[int, str, dict[str, Any] | None, str | None]]:
@@ -200,22 +320,12 @@ def read_rows(path: Path) -> Iterator[tuple[int, str, dict[str, Any] | None, str
     except OSError as exc:
         raise InputError(f"usage file {path} cannot be read: {exc.strerror}") from None
     if path.suffix.lower() == ".csv":
-        text = data.decode("utf-8-sig", errors="replace")
-        reader = csv.DictReader(io.StringIO(text))
-        lines = text.splitlines()
-        for record in reader:
-            line = reader.line_num
-            raw = lines[line - 1] if line - 1 < len(lines) else ""
-            if None in record:  # more cells than headers
-                header = len(reader.fieldnames or [])
-                yield line, raw, None, f"{len(record[None]) + header} cells, the header has {header}"
-            else:
-                yield line, raw, dict(record), None
+        yield from read_csv_rows(path, data)
         return
     for number, raw_bytes in enumerate(data.splitlines(), start=1):
         if not raw_bytes.strip():
             continue
-        raw = raw_bytes.decode("utf-8", errors="replace")
+        raw = escaped(raw_bytes)
         try:
             record = json.loads(raw_bytes.decode("utf-8"))
         except UnicodeDecodeError:
@@ -223,6 +333,9 @@ def read_rows(path: Path) -> Iterator[tuple[int, str, dict[str, Any] | None, str
             continue
         except json.JSONDecodeError as exc:
             yield number, raw, None, f"invalid JSON: {exc.msg} (column {exc.colno})"
+            continue
+        except (RecursionError, ValueError):  # nested past the parser's depth, or a number too long
+            yield number, raw, None, "invalid JSON: too deeply nested or too long a number"
             continue
         if not isinstance(record, dict):
             yield number, raw, None, "not a JSON object"
