@@ -86,6 +86,7 @@ def synthesize(total: int, seed: int = 7) -> Iterator[dict[str, np.ndarray]]:
         duration = run_s[rng.integers(0, len(run_s), n)]
         customer = group[base] * 100 + cycle
         yield {
+            "source": "bench",
             "event_id": np.arange(event_id, event_id + n),
             "customer": customer,
             "project": model[base],
@@ -201,6 +202,7 @@ def new_hour(directory: Path, events: int) -> Path:
             )
             supplier, gpu = SUPPLIERS[int(group[j]) % len(SUPPLIERS)]
             record = {
+                "source": "bench",
                 "event_id": f"hour-{i}",
                 "customer": f"G{group[j] * 100 + 99:06d}",
                 "project": f"M{model[j]:04d}",

@@ -218,7 +218,11 @@ def open_ledger(database: str | None, create: bool = False) -> Any:
 
 @usage.command("ingest")
 @click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option("--source", help="Source name for deduplication (default: the file name)")
+@click.option(
+    "--source",
+    help="The system that produced the events, for rows without a `source` column: with the event id, "
+    "the identity that deduplicates (a file with neither is refused)",
+)
 @ledger_option
 @create_option
 def usage_ingest(files: tuple[Path, ...], source: str | None, database: str | None, create: bool) -> None:
@@ -232,7 +236,8 @@ def usage_ingest(files: tuple[Path, ...], source: str | None, database: str | No
             reasons = ", ".join(f"{k}: {n}" for k, n in sorted(summary.reasons.items()))
             click.echo(
                 f"{path}: {summary.rows} rows, {summary.inserted} new, {summary.duplicates} duplicates, "
-                f"{summary.quarantined} quarantined" + (f" ({reasons})" if reasons else "")
+                f"{summary.conflicts} conflicts, {summary.quarantined} quarantined"
+                + (f" ({reasons})" if reasons else "")
             )
     except GpuflowsError as exc:
         _fail(str(exc))

@@ -42,17 +42,19 @@ def ingest_usage(
 
     Args:
         path: A .jsonl or .csv file readable by the worker.
-        source: Name used to deduplicate events (default: the file name).
+        source: The system that produced the events, for rows without a `source` column (with the event
+            id, the identity that deduplicates); a file with neither is refused.
         ledger: Name of the LedgerDatabase block.
         rate_card: Name of the RateCard block: a GPU type it prices is accepted.
     """
     summary = ingest_task(path, source, ledger_engine(ledger), prices(rate_card).gpu_types)
     get_run_logger().info(
-        "%s: %d rows, %d new, %d duplicates, %d quarantined",
+        "%s: %d rows, %d new, %d duplicates, %d conflicts, %d quarantined",
         path,
         summary.rows,
         summary.inserted,
         summary.duplicates,
+        summary.conflicts,
         summary.quarantined,
     )
     create_table_artifact(

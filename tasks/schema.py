@@ -50,6 +50,22 @@ quarantine = sa.Table(
     sa.Column("quarantined_at", sa.DateTime(timezone=True), nullable=False),
 )
 
+usage_conflicts = sa.Table(
+    "usage_conflicts",
+    metadata,
+    sa.Column(
+        "id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True, autoincrement=True
+    ),
+    sa.Column("batch_id", sa.Integer, nullable=False),
+    sa.Column("file", sa.String(500), nullable=False),
+    sa.Column("line", sa.Integer, nullable=False),
+    sa.Column("source", sa.String(200), nullable=False),
+    sa.Column("event_id", sa.String(200), nullable=False),
+    sa.Column("differences", sa.Text, nullable=False),  # what the row says against what the ledger holds
+    sa.Column("raw", sa.Text, nullable=False),
+    sa.Column("recorded_at", sa.DateTime(timezone=True), nullable=False),
+)
+
 ingest_batches = sa.Table(
     "ingest_batches",
     metadata,
@@ -61,6 +77,7 @@ ingest_batches = sa.Table(
     sa.Column("duplicates", sa.Integer, nullable=False),
     sa.Column("quarantined", sa.Integer, nullable=False),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("conflicts", sa.Integer, nullable=False, server_default="0"),  # revision 0006
 )
 
 

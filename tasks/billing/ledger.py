@@ -24,7 +24,7 @@ import sqlalchemy as sa
 
 from tasks.audit import record as audit_record
 from tasks.errors import InputError
-from tasks.schema import ingest_batches, quarantine, usage_events
+from tasks.schema import ingest_batches, quarantine, usage_conflicts, usage_events
 
 # The GPU types the ledger knows without a rate card. The one home of the list: a type the RateCard block
 # prices is accepted too (accepted_gpu_types), by ingestion, capacity and the train flow alike.
@@ -127,6 +127,38 @@ class IngestSummary:
     duplicates: int
     quarantined: int
     reasons: dict[str, int]
+    conflicts: int = 0  # rows = inserted + duplicates + conflicts + quarantined
+
+
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    """A parsed row and where it came from (a conflict names its line and keeps its bytes)."""
+
+    event: UsageEvent
+    line: int
+    raw: str
+
+
+@dataclass(frozen=True, slots=True)
+class Conflict:
+    line: int
+    raw: str
+    source: str
+    event_id: str
+    differences: str
+
+
+COMPARED = ("customer", "project", "job", "supplier", "node", "gpu_type", "gpu_count", "start", "end")
+
+
+def differences(sent: UsageEvent, held: UsageEvent) -> str:
+    """What a re-sent event changes, field by field ("" when it is the same event)."""
+    changed = [
+        f"{name} {getattr(held, name)!s} -> {getattr(sent, name)!s}"
+        for name in COMPARED
+        if getattr(sent, name) != getattr(held, name)
+    ]
+    return "; ".join(changed)
 
 
 # ------------------------------------------------------------------------------------------------ parsing
@@ -349,38 +381,62 @@ def read_rows(path: Path) -> Iterator[tuple[int, str, dict[str, Any] | None, str
 def ingest_file(
     engine: sa.Engine, path: Path, source: str | None = None, gpu_types: Collection[str] = DEFAULT_GPU_TYPES
 ) -> IngestSummary:
-    """One atomic batch: new events inserted, duplicates counted, bad rows quarantined with their reason."""
-    return ingest_rows(engine, read_rows(path), str(path), source or path.name, gpu_types)
+    """One atomic batch: new events inserted, duplicates counted, conflicts recorded, bad rows quarantined
+    with their reason. An event's identity is its producer's source and id: rows name their `source`, or
+    the ingest names one; a file with neither is refused (a file name is no identity: renamed, it would
+    bill twice; two suppliers' usage.jsonl would collide)."""
+    return ingest_rows(engine, read_rows(path), str(path), source, gpu_types)
 
 
 def ingest_rows(
     engine: sa.Engine,
     rows_read: Iterator[tuple[int, str, dict[str, Any] | None, str | None]],
     label: str,
-    source: str,
+    source: str | None,
     gpu_types: Collection[str] = DEFAULT_GPU_TYPES,
 ) -> IngestSummary:
-    """ingest_file's batch for rows from anywhere; `label` names where they came from in the batch and
-    quarantine records."""
-    events: dict[tuple[str, str], UsageEvent] = {}
+    """ingest_file's batch for rows from anywhere; `label` names where they came from in the batch,
+    quarantine and conflict records."""
+    events: dict[tuple[str, str], Accepted] = {}
     rejected: list[Rejected] = []
+    conflicts: list[Conflict] = []
     rows = in_file_duplicates = 0
+    no_source: int | None = None
     for line, raw, record, problem in rows_read:
         rows += 1
         if record is not None and problem is None:
             try:
-                event = parse_event(record, source, gpu_types)
+                event = parse_event(record, source or "", gpu_types)
             except ValueError as exc:
                 problem = str(exc)
             else:
+                if not event.source:
+                    no_source = no_source or line
+                    continue
                 key = (event.source, event.event_id)
-                if key in events:
-                    in_file_duplicates += 1
+                if key not in events:
+                    events[key] = Accepted(event, line, raw)
+                elif changed := differences(event, events[key].event):
+                    conflicts.append(Conflict(line, raw, *key, f"line {events[key].line}: {changed}"))
                 else:
-                    events[key] = event
+                    in_file_duplicates += 1
                 continue
         rejected.append(Rejected(line, raw, problem or "unreadable row"))
-    return write_batch(engine, label, source, rows, list(events.values()), rejected, in_file_duplicates)
+    if no_source is not None:
+        raise InputError(
+            f"usage file {label}: line {no_source} names no source and none was given: name the system "
+            "that produced the events (a `source` column, or --source), so a re-sent file is recognised"
+        )
+    return write_batch(
+        engine,
+        label,
+        source or "(per row)",
+        rows,
+        list(events.values()),
+        rejected,
+        in_file_duplicates,
+        conflicts,
+    )
 
 
 def ingest_events(
@@ -403,8 +459,10 @@ def ingest_events(
             continue
         if (event.source, event.event_id) in accepted:
             duplicates += 1
-        accepted.setdefault((event.source, event.event_id), event)
-    return write_batch(engine, label, source, len(events), list(accepted.values()), rejected, duplicates)
+        accepted.setdefault(
+            (event.source, event.event_id), Accepted(event, line, json.dumps(event.as_json()))
+        )
+    return write_batch(engine, label, source, len(events), list(accepted.values()), rejected, duplicates, [])
 
 
 def check_event(event: UsageEvent, gpu_types: Collection[str]) -> None:
@@ -426,13 +484,16 @@ def write_batch(
     path: str,
     source: str,
     rows: int,
-    events: list[UsageEvent],
+    events: list[Accepted],
     rejected: list[Rejected],
     in_file_duplicates: int,
+    conflicts: list[Conflict],
 ) -> IngestSummary:
-    """One transaction: the batch record, new events (known ones counted as duplicates), quarantined rows
-    and the audit record, or nothing."""
+    """One transaction: the batch record, new events, quarantined rows, conflicts and the audit record, or
+    nothing. An event the ledger already holds is a duplicate when it is the same, a conflict when not."""
     now = datetime.now(UTC)
+    in_file_conflicts = len(conflicts)
+    conflicts = list(conflicts)
     with engine.begin() as connection:  # all or nothing
         if connection.dialect.name == "postgresql":
             connection.execute(
@@ -451,7 +512,31 @@ def write_batch(
             )
             .returning(ingest_batches.c.id)
         ).scalar_one()
-        inserted = insert_new_events(connection, events, batch_id, now)
+        new_keys = insert_new_events(connection, [a.event for a in events], batch_id, now)
+        inserted = len(new_keys)
+        known = [a for a in events if (a.event.source, a.event.event_id) not in new_keys]
+        held = held_events(connection, [(a.event.source, a.event.event_id) for a in known])
+        for accepted in known:
+            key = (accepted.event.source, accepted.event.event_id)
+            if changed := differences(accepted.event, held[key]):
+                conflicts.append(Conflict(accepted.line, accepted.raw, *key, f"ledger: {changed}"))
+        if conflicts:
+            connection.execute(
+                usage_conflicts.insert(),
+                [
+                    {
+                        "batch_id": batch_id,
+                        "file": str(path),
+                        "line": c.line,
+                        "source": c.source,
+                        "event_id": c.event_id,
+                        "differences": c.differences[:10_000],
+                        "raw": c.raw[:10_000],
+                        "recorded_at": now,
+                    }
+                    for c in conflicts
+                ],
+            )
         if rejected:
             connection.execute(
                 quarantine.insert(),
@@ -467,11 +552,11 @@ def write_batch(
                     for r in rejected
                 ],
             )
-        duplicates = in_file_duplicates + len(events) - inserted
+        duplicates = in_file_duplicates + len(known) - (len(conflicts) - in_file_conflicts)
         connection.execute(
             ingest_batches.update()
             .where(ingest_batches.c.id == batch_id)
-            .values(inserted=inserted, duplicates=duplicates)
+            .values(inserted=inserted, duplicates=duplicates, conflicts=len(conflicts))
         )
         audit_record(
             connection,
@@ -483,6 +568,7 @@ def write_batch(
                 "rows": rows,
                 "inserted": inserted,
                 "duplicates": duplicates,
+                "conflicts": len(conflicts),
                 "quarantined": len(rejected),
             },
         )
@@ -490,15 +576,15 @@ def write_batch(
     for r in rejected:
         kind = r.reason.split(":")[0].split(" '")[0]
         reasons[kind] = reasons.get(kind, 0) + 1
-    return IngestSummary(batch_id, path, rows, inserted, duplicates, len(rejected), reasons)
+    return IngestSummary(batch_id, path, rows, inserted, duplicates, len(rejected), reasons, len(conflicts))
 
 
 def insert_new_events(
     connection: sa.Connection, events: list[UsageEvent], batch_id: int, now: datetime
-) -> int:
-    """Insert, skipping (source, event_id) already in the ledger; returns how many were new."""
+) -> set[tuple[str, str]]:
+    """Insert, skipping (source, event_id) already in the ledger; returns the keys that were new."""
     if not events:
-        return 0
+        return set()
     dialect = connection.dialect.name
     insert: Any
     if dialect == "postgresql":
@@ -507,13 +593,37 @@ def insert_new_events(
         from sqlalchemy.dialects.sqlite import insert
     else:
         raise InputError(f"the ledger supports SQLite and PostgreSQL, not {dialect}")
-    inserted = 0
+    new: set[tuple[str, str]] = set()
     rows = [{**e.as_row(), "batch_id": batch_id, "ingested_at": now} for e in events]
+    c = usage_events.c
     for start in range(0, len(rows), 5000):  # bounded statements; still one transaction
         statement = insert(usage_events).on_conflict_do_nothing(index_elements=["source", "event_id"])
-        result = connection.execute(statement.returning(usage_events.c.id), rows[start : start + 5000])
-        inserted += len(result.all())
-    return inserted
+        result = connection.execute(statement.returning(c.source, c.event_id), rows[start : start + 5000])
+        new |= {(row.source, row.event_id) for row in result}
+    return new
+
+
+def held_events(connection: sa.Connection, keys: list[tuple[str, str]]) -> dict[tuple[str, str], UsageEvent]:
+    """The ledger's events for these (source, event id) keys, to compare a re-sent row with."""
+    c = usage_events.c
+    held: dict[tuple[str, str], UsageEvent] = {}
+    for start in range(0, len(keys), 500):
+        query = sa.select(usage_events).where(sa.tuple_(c.source, c.event_id).in_(keys[start : start + 500]))
+        for row in connection.execute(query):
+            held[(row.source, row.event_id)] = UsageEvent(
+                row.source,
+                row.event_id,
+                row.customer,
+                row.project,
+                row.job,
+                row.supplier,
+                row.node,
+                row.gpu_type,
+                Decimal(row.gpu_count).normalize(),
+                as_utc(row.start_at),
+                as_utc(row.end_at),
+            )
+    return held
 
 
 def count_events(engine: sa.Engine) -> int:

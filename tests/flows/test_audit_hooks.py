@@ -28,8 +28,9 @@ def test_runs_are_audited_and_the_hook_sends_no_alert(
     monkeypatch.setenv("GPUFLOWS_ALERT_ROUTES", "audit-test")
     usage = tmp_path / "usage.jsonl"
     usage.write_text(
-        json.dumps({"event_id": "e1", "customer": "acme", "project": "p", "supplier": "s", "gpu_type": "a100",
-                    "gpu_count": 1, "start": "2026-05-01T10:00:00Z", "end": "2026-05-01T11:00:00Z"}) + "\n"
+        json.dumps({"source": "test-feed", "event_id": "e1", "customer": "acme", "project": "p",
+                    "supplier": "s", "gpu_type": "a100", "gpu_count": 1, "start": "2026-05-01T10:00:00Z",
+                    "end": "2026-05-01T11:00:00Z"}) + "\n"
     )  # fmt: skip
     with http_receiver() as receiver:
         AlertRoutes(

@@ -25,6 +25,7 @@ BLOCKS = {"ledger": "rollup-test", "rate_card": "rollup-test", "budgets": "rollu
 
 def usage(path: Path, event_id: str, start: str, end: str) -> Path:
     record = {
+        "source": "test-feed",
         "event_id": event_id,
         "customer": "acme",
         "project": "llm",
@@ -47,6 +48,7 @@ def test_rollup_flow_prices_the_ledger_and_reruns_identically(tmp_path: Path, pr
     events.write_text(
         json.dumps(
             {
+                "source": "test-feed",
                 "event_id": "e1",
                 "customer": "acme",
                 "project": "llm",

@@ -115,6 +115,7 @@ def test_a_bad_option_is_a_usage_error(runner: CliRunner) -> None:
 
 def test_usage_ingest_reports_new_duplicates_and_quarantined(runner: CliRunner, tmp_path: Path) -> None:
     good = {
+        "source": "test-feed",
         "event_id": "e1",
         "customer": "acme",
         "project": "llm",
@@ -130,14 +131,14 @@ def test_usage_ingest_reports_new_duplicates_and_quarantined(runner: CliRunner, 
         + "\n"
         + json.dumps(good)
         + "\n"
-        + json.dumps(good | {"event_id": "e2", "gpu_type": "tpu"})
+        + json.dumps(good | {"source": "test-feed", "event_id": "e2", "gpu_type": "tpu"})
         + "\n"
     )
     database = f"sqlite:///{tmp_path}/ledger.db"
     result = runner.invoke(cli, ["usage", "ingest", str(path), "--database", database, "--create"])
     assert result.exit_code == 0, result.output
     assert result.stdout.strip() == (
-        f"{path}: 3 rows, 1 new, 1 duplicates, 1 quarantined (unknown GPU type: 1)"
+        f"{path}: 3 rows, 1 new, 1 duplicates, 0 conflicts, 1 quarantined (unknown GPU type: 1)"
     )
     missing = runner.invoke(cli, ["usage", "ingest", str(tmp_path / "nope.csv"), "--database", database])
     assert missing.exit_code == 1 and "cannot be read" in missing.stderr
@@ -152,7 +153,7 @@ def test_convert_the_real_lora_trace_then_ingest_it(runner: CliRunner, tmp_path:
     ingested = runner.invoke(cli, ["usage", "ingest", str(out), *database])
     assert (
         ingested.stdout.strip()
-        == f"{out}: 321 rows, 318 new, 0 duplicates, 3 quarantined (missing project: 3)"
+        == f"{out}: 321 rows, 318 new, 0 duplicates, 0 conflicts, 3 quarantined (missing project: 3)"
     )
 
 
@@ -173,8 +174,9 @@ def test_audit_lists_billing_changes_with_filters(runner: CliRunner, tmp_path: P
     database = ["--database", f"sqlite:///{tmp_path}/l.db"]
     usage = tmp_path / "u.jsonl"
     usage.write_text(
-        '{"event_id": "e1", "customer": "acme", "project": "p", "supplier": "s", "gpu_type": "a100",'
-        ' "gpu_count": 1, "start": "2026-05-01T10:00:00Z", "end": "2026-05-01T11:00:00Z"}\n'
+        '{"source": "test-feed", "event_id": "e1", "customer": "acme", "project": "p", "supplier": "s",'
+        ' "gpu_type": "a100", "gpu_count": 1, "start": "2026-05-01T10:00:00Z",'
+        ' "end": "2026-05-01T11:00:00Z"}\n'
     )
     assert runner.invoke(cli, ["usage", "ingest", str(usage), *database, "--create"]).exit_code == 0
     listed = runner.invoke(cli, ["audit", "--kind", "ingest", "--json", *database])
@@ -183,7 +185,7 @@ def test_audit_lists_billing_changes_with_filters(runner: CliRunner, tmp_path: P
     assert (record["kind"], record["detail"]["inserted"], record["detail"]["source"]) == (
         "ingest",
         1,
-        "u.jsonl",
+        "(per row)",
     )
     assert runner.invoke(cli, ["audit", "--kind", "rollup", *database]).stdout == ""
     future = runner.invoke(cli, ["audit", "--since", "2999-01-01", *database])

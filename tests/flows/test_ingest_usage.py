@@ -17,6 +17,7 @@ def test_ingest_flow_writes_the_batch_and_an_artifact_without_the_url(
     url = f"sqlite:///{tmp_path}/secret-ledger-name.db"
     LedgerDatabase(url=url).save("test-ledger", overwrite=True)
     event = {
+        "source": "test-feed",
         "event_id": "e1",
         "customer": "acme",
         "project": "llm",

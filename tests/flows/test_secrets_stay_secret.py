@@ -67,8 +67,9 @@ def test_a_planted_secret_never_leaks(
         usage = tmp_path / "usage.jsonl"
         usage.write_text(
             "".join(
-                json.dumps({"event_id": f"e{h}", "customer": "acme", "project": "p", "supplier": "homelab",
-                            "gpu_type": "a100", "gpu_count": 1, "start": f"2026-05-{d:02d}T{h:02d}:00:00Z",
+                json.dumps({"source": "test-feed", "event_id": f"e{h}", "customer": "acme", "project": "p",
+                            "supplier": "homelab", "gpu_type": "a100", "gpu_count": 1,
+                            "start": f"2026-05-{d:02d}T{h:02d}:00:00Z",
                             "end": f"2026-05-{d:02d}T{h:02d}:45:00Z"}) + "\n"
                 for d in range(1, 11) for h in range(0, 24, 3)
             )

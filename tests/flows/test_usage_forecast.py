@@ -65,6 +65,7 @@ def test_forecast_reports_and_alerts_once(tmp_path: Path, prefect_server: str) -
         burst.write_text(
             json.dumps(
                 {
+                    "source": "test-feed",
                     "event_id": "burst",
                     "customer": "vcJLV",
                     "project": "default",

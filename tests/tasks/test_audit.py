@@ -51,8 +51,9 @@ def test_the_trail_is_append_only(engine: sa.Engine) -> None:
 
 def test_billing_changes_are_recorded_with_the_change(engine: sa.Engine, tmp_path: Path) -> None:
     path = tmp_path / "u.jsonl"
-    record = {"event_id": "e1", "customer": "acme", "project": "p", "supplier": "s", "gpu_type": "a100",
-              "gpu_count": 1, "start": "2026-05-01T10:00:00Z", "end": "2026-05-01T12:00:00Z"}  # fmt: skip
+    record = {"source": "test-feed", "event_id": "e1", "customer": "acme", "project": "p", "supplier": "s",
+              "gpu_type": "a100", "gpu_count": 1, "start": "2026-05-01T10:00:00Z",
+              "end": "2026-05-01T12:00:00Z"}  # fmt: skip
     path.write_text(json.dumps(record) + "\n")
     ingest_file(engine, path)
     rates = rates_from(DEFAULT_RATES)

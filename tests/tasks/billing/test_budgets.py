@@ -38,6 +38,7 @@ def spend(engine: sa.Engine, tmp_path: Path, hours: int, day: int = 2, project: 
     start = len(list(tmp_path.glob("batch-*")))
     records: list[dict[str, Any]] = [
         {
+            "source": "test-feed",
             "event_id": f"{path.name}-{h}",
             "customer": "acme",
             "project": project,

@@ -17,6 +17,7 @@ from tasks.schema import ingest_batches, usage_events
 
 def event(i: int, **overrides: Any) -> dict[str, Any]:
     return {
+        "source": "test-feed",
         "event_id": f"evt-{i}",
         "customer": "acme",
         "project": "llm",
@@ -85,7 +86,9 @@ def test_bad_rows_are_quarantined_with_their_reason(engine: sa.Engine, tmp_path:
         (7, "start '2026-05-01T10:00:00' has no timezone (use UTC, e.g. 2026-05-01T10:00:00Z)"),
         (8, "invalid JSON: Expecting property name enclosed in double quotes (column 2)"),
     ]
-    assert quarantined(engine, summary.batch_id)[0]["raw"].startswith('{"event_id": "evt-2"')
+    assert quarantined(engine, summary.batch_id)[0]["raw"].startswith(
+        '{"source": "test-feed", "event_id": "evt-2"'
+    )
 
 
 def test_csv_rows_are_read_with_their_line_numbers(engine: sa.Engine, tmp_path: Path) -> None:
@@ -95,7 +98,7 @@ def test_csv_rows_are_read_with_their_line_numbers(engine: sa.Engine, tmp_path: 
         f"{header}\nc1,acme,llm,j,homelab,gpu-1,h100,1,2026-05-01T10:00:00Z,2026-05-01T11:00:00Z\n"
         "c2,acme,llm,j,homelab,gpu-1,h100,2,2026-05-01T10:00:00Z,2026-05-01T11:00:00Z,extra\n"
     )
-    summary = ingest_file(engine, path)
+    summary = ingest_file(engine, path, source="supplier-a")
     assert (summary.inserted, summary.quarantined) == (1, 1)
     assert (
         quarantined(engine)[0]["line"] == 3

@@ -38,6 +38,7 @@ MAY_1, MAY_2, MAY_3 = date(2026, 5, 1), date(2026, 5, 2), date(2026, 5, 3)
 
 def event(i: int, start: str, end: str, **overrides: Any) -> dict[str, Any]:
     return {
+        "source": "test-feed",
         "event_id": f"e{i}",
         "customer": "acme",
         "project": "llm",

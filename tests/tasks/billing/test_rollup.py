@@ -24,6 +24,7 @@ MAY_1, MAY_2 = date(2026, 5, 1), date(2026, 5, 2)
 
 def event(i: int, **overrides: Any) -> dict[str, Any]:
     return {
+        "source": "test-feed",
         "event_id": f"e{i}",
         "customer": "acme",
         "project": "llm",

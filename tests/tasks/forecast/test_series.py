@@ -17,11 +17,12 @@ def test_events_are_spread_over_hours_and_grouped_per_owner(tmp_path: Path) -> N
     engine = connect(f"sqlite:///{tmp_path}/l.db")
     records = [
         # 1.5 GPUs from 09:30 to 11:15: 0.75, 1.5 and 0.375 GPU-h in hours 9, 10 and 11
-        {"event_id": "a", "customer": "acme", "project": "p", "supplier": "homelab", "gpu_type": "rtx5090",
-         "gpu_count": 1.5, "start": "2026-05-01T09:30:00Z", "end": "2026-05-01T11:15:00Z"},
+        {"source": "test-feed", "event_id": "a", "customer": "acme", "project": "p", "supplier": "homelab",
+         "gpu_type": "rtx5090", "gpu_count": 1.5, "start": "2026-05-01T09:30:00Z",
+         "end": "2026-05-01T11:15:00Z"},
         # begins before the window: only its part inside counts
-        {"event_id": "b", "customer": "beta", "project": "p", "supplier": "dc", "gpu_type": "h100",
-         "gpu_count": 1, "start": "2026-04-30T23:00:00Z", "end": "2026-05-01T01:00:00Z"},
+        {"source": "test-feed", "event_id": "b", "customer": "beta", "project": "p", "supplier": "dc",
+         "gpu_type": "h100", "gpu_count": 1, "start": "2026-04-30T23:00:00Z", "end": "2026-05-01T01:00:00Z"},
     ]  # fmt: skip
     path = tmp_path / "u.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in records))
