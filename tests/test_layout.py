@@ -113,7 +113,7 @@ def test_every_ledger_table_is_in_the_one_schema() -> None:
         and "sa.Table(" in p.read_text(encoding="utf-8")
     ]
     assert defined_elsewhere == []
-    assert len(metadata.tables) == 13
+    assert len(metadata.tables) == 14
 
 
 def test_the_installed_package_carries_every_module_and_the_migrations(tmp_path: Path) -> None:
