@@ -10,7 +10,7 @@ from pydantic import BaseModel, Field, field_validator
 
 class Budget(BaseModel):
     customer: str = Field(min_length=1)
-    project: str | None = Field(None, description="Unset: the customer's whole spend")
+    project: str | None = Field(None, min_length=1, description="Unset: the customer's whole spend")
     monthly_amount: Decimal = Field(gt=0, description="In the rate card's currency")
 
 

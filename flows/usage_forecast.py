@@ -4,6 +4,7 @@ checks → stored forecasts → customer and supplier reports → budget-pace al
 from __future__ import annotations
 
 import base64
+import re
 from collections import Counter
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -41,8 +42,11 @@ from tasks.forecast.store import store_forecasts
 
 
 def artifact_key(prefix: str, owner: str) -> str:
-    """Prefect artifact keys allow lowercase letters, digits and dashes only."""
-    return f"{prefix}-{safe_name(owner).lower().replace('_', '-').replace('.', '-')}"[:100]
+    """Prefect artifact keys allow lowercase letters, digits and dashes only; the hash in safe_name (of the
+    exact id, case included) keeps `ACME` and `acme` apart."""
+    readable, digest = safe_name(owner).rsplit("-", 1)
+    readable = re.sub(r"[^a-z0-9-]+", "-", readable.lower()).strip("-")
+    return f"{prefix}-{readable[: 100 - len(prefix) - len(digest) - 2]}-{digest}"
 
 
 @task(name="build-series", cache_policy=NO_CACHE)

@@ -23,7 +23,9 @@ from tasks.billing.ledger import as_utc
 from tasks.billing.rollup import CENT
 from tasks.schema import adjustments, budget_alerts, customer_daily
 
-WHOLE_CUSTOMER = "*"
+# The project of a whole-customer budget's records: empty, which no project can be (the ledger requires a
+# project, the Budgets block refuses an empty one), so a project literally named "*" has its own records.
+WHOLE_CUSTOMER = ""
 STALE_CLAIM = timedelta(minutes=15)
 
 

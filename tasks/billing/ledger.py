@@ -10,8 +10,6 @@ ledger) are ignored and counted; a row that cannot be billed is quarantined with
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 from collections.abc import Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -23,6 +21,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from tasks.audit import record as audit_record
+from tasks.billing.files import REQUIRED, TEXT_FIELDS, read_rows
 from tasks.errors import InputError
 from tasks.schema import ingest_batches, quarantine, usage_conflicts, usage_events
 
@@ -40,7 +39,6 @@ ONE_MICROSECOND = timedelta(microseconds=1)
 # PostgreSQL advisory lock: ingest batches take it shared, a period close takes it exclusive, so a close
 # sees every batch that committed before it and none that is half-way.
 LEDGER_WRITE_LOCK = 0x6770_7566_6C6F_7701
-REQUIRED = ("event_id", "customer", "project", "supplier", "gpu_type", "gpu_count", "start")
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,7 +175,6 @@ class Plausible:
 
 
 PLAUSIBLE = Plausible()
-TEXT_FIELDS = ("source", "event_id", "customer", "project", "job", "supplier", "node", "gpu_type")
 
 
 def parse_time(value: Any, field_name: str, bounds: Plausible = PLAUSIBLE) -> datetime:
@@ -278,101 +275,6 @@ def parse_event(
         start=start,
         end=end,
     )
-
-
-def escaped(raw: bytes) -> str:
-    """A row's bytes as storable text: invalid UTF-8 and control characters (NUL, form feed) escaped, so
-    any row can be quarantined as it came, on PostgreSQL too."""
-    text = raw.decode("utf-8", errors="backslashreplace")
-    return "".join(c if c >= " " or c == "\t" else f"\\x{ord(c):02x}" for c in text)[:10_000]
-
-
-COLUMNS = (*TEXT_FIELDS, "gpu_count", "start", "end", "duration_seconds")
-
-
-def read_csv_rows(path: Path, data: bytes) -> Iterator[tuple[int, str, dict[str, Any] | None, str | None]]:
-    """A CSV as users write it: the first line must be a header of known columns (else the file is refused
-    with one line, nothing ingested); a row that is not UTF-8, or has extra cells, is quarantined alone."""
-    text = data.decode("utf-8", errors="surrogateescape").removeprefix("\ufeff")
-    physical = text.split("\n")  # only newlines end a CSV line (a form feed inside a cell does not)
-    reader = csv.reader(io.StringIO(text, newline=""))
-    try:
-        header = [name.strip().lower() for name in next(reader)]
-    except StopIteration:
-        return
-    except csv.Error as exc:
-        raise InputError(f"usage file {path}: the header line is not CSV ({exc})") from None
-    unknown = [name for name in header if name not in COLUMNS]
-    missing = [name for name in REQUIRED if name not in header]
-    if unknown or missing:
-        if set(header) & set(COLUMNS):
-            problem = (f"unknown column(s) {', '.join(repr(n) for n in unknown)}" if unknown else "") + (
-                f"{'; ' if unknown else ''}missing column(s) {', '.join(missing)}" if missing else ""
-            )
-        else:
-            problem = "its first line is not a header"
-        raise InputError(
-            f"usage file {path}: {escaped(problem.encode('utf-8', 'surrogateescape'))} "
-            f"(a header naming {', '.join(REQUIRED)} is required; known columns: {', '.join(COLUMNS)})"
-        )
-    if len(set(header)) != len(header):
-        twice = sorted({name for name in header if header.count(name) > 1})
-        raise InputError(
-            f"usage file {path}: column(s) {', '.join(twice)} appear more than once in the header"
-        )
-    previous = reader.line_num
-    while True:
-        try:
-            cells = next(reader)
-        except StopIteration:
-            return
-        except csv.Error as exc:
-            line = reader.line_num
-            raw = escaped("\n".join(physical[previous:line]).encode("utf-8", "surrogateescape"))
-            previous = line
-            yield line, raw, None, f"not CSV: {exc}"
-            continue
-        line = reader.line_num
-        raw = escaped("\n".join(physical[previous:line]).encode("utf-8", "surrogateescape"))
-        previous = line
-        if not cells or not any(cell.strip() for cell in cells):
-            continue
-        if any("\udc80" <= c <= "\udcff" for cell in cells for c in cell):
-            yield line, raw, None, "not UTF-8"
-        elif len(cells) > len(header):
-            yield line, raw, None, f"{len(cells)} cells, the header has {len(header)}"
-        else:
-            yield line, raw, dict(zip(header, cells, strict=False)), None
-
-
-def read_rows(path: Path) -> Iterator[tuple[int, str, dict[str, Any] | None, str | None]]:
-    """(line, raw text, record or None, problem) for every data row of a JSONL or CSV file."""
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise InputError(f"usage file {path} cannot be read: {exc.strerror}") from None
-    if path.suffix.lower() == ".csv":
-        yield from read_csv_rows(path, data)
-        return
-    for number, raw_bytes in enumerate(data.splitlines(), start=1):
-        if not raw_bytes.strip():
-            continue
-        raw = escaped(raw_bytes)
-        try:
-            record = json.loads(raw_bytes.decode("utf-8"))
-        except UnicodeDecodeError:
-            yield number, raw, None, "not UTF-8"
-            continue
-        except json.JSONDecodeError as exc:
-            yield number, raw, None, f"invalid JSON: {exc.msg} (column {exc.colno})"
-            continue
-        except (RecursionError, ValueError):  # nested past the parser's depth, or a number too long
-            yield number, raw, None, "invalid JSON: too deeply nested or too long a number"
-            continue
-        if not isinstance(record, dict):
-            yield number, raw, None, "not a JSON object"
-            continue
-        yield number, raw, record, None
 
 
 # ------------------------------------------------------------------------------------------------ ingest

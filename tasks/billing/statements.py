@@ -7,6 +7,7 @@ that day), then the period's total.
 from __future__ import annotations
 
 import csv
+import hashlib
 import re
 from collections.abc import Sequence
 from datetime import date
@@ -17,9 +18,12 @@ from typing import Any
 COLUMNS = ("day", "project", "gpu_type", "gpu_hours", "customer_cost", "currency")
 
 
-def safe_name(customer: str) -> str:
-    """A file name that cannot leave the statements folder, whatever the customer id contains."""
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", customer).strip("._") or "customer"
+def safe_name(owner: str) -> str:
+    """A file name part that cannot leave its folder and never collides: a readable form of the id plus a
+    short hash of the exact id, so `acme` and `acme~`, `ACME` and `acme`, or two Unicode ids differ."""
+    readable = re.sub(r"[^A-Za-z0-9._-]+", "_", owner).strip("._")[:60] or "id"
+    digest = hashlib.sha256(owner.encode("utf-8", "surrogatepass")).hexdigest()[:10]
+    return f"{readable}-{digest}"
 
 
 def write_statements(

@@ -17,6 +17,7 @@ from flows.billing_rollup import billing_rollup
 from tasks.billing.budgets import recorded_alerts
 from tasks.billing.ledger import ingest_file
 from tasks.billing.rollup import adjustment_rows
+from tasks.billing.statements import safe_name
 from tasks.database import connect
 from tests.standins.receivers import http_receiver
 
@@ -78,7 +79,8 @@ def test_rollup_flow_prices_the_ledger_and_reruns_identically(tmp_path: Path, pr
         "3.50",
         "1.05",
     )
-    assert (statements / "statement-acme-2026-05-03-2026-05-03.csv").read_text().splitlines() == [
+    statement = statements / f"statement-{safe_name('acme')}-2026-05-03-2026-05-03.csv"
+    assert statement.read_text().splitlines() == [
         "customer,day,project,gpu_type,gpu_hours,customer_cost,currency,note",
         "acme,2026-05-03,llm,a100,2.500000,3.50,USD,",
         "acme,total,,,,3.50,USD,",

@@ -14,9 +14,10 @@ from blocks.alert_routes import AlertRoutes
 from blocks.budgets import Budget, Budgets
 from blocks.ledger import LedgerDatabase
 from blocks.rate_card import RateCard
-from flows.usage_forecast import usage_forecast
+from flows.usage_forecast import artifact_key, usage_forecast
 from tasks.billing.ledger import ingest_file
 from tasks.billing.rollup import billed_total, rates_from, rollup_days
+from tasks.billing.statements import safe_name
 from tasks.billing.trace_import import helios_vc_events
 from tasks.database import connect
 from tasks.forecast.alerts import recorded
@@ -92,16 +93,17 @@ def test_forecast_reports_and_alerts_once(tmp_path: Path, prefect_server: str) -
     assert all(r["status"] == "sent" for r in recorded(engine))
     assert spent > 0
     # Scoped reports: vcJLV's files and artifact never mention the other customer.
-    own = [(tmp_path / "r" / "customers" / f"forecast-vcJLV.{ext}") for ext in ("csv", "png")]
+    own = [(tmp_path / "r" / "customers" / f"forecast-{safe_name('vcJLV')}.{ext}") for ext in ("csv", "png")]
     assert all(p.is_file() and p.stat().st_size > 0 for p in own)
     assert "vc8Sj" not in own[0].read_text() and own[1].read_bytes()[:4] == b"\x89PNG"
     [artifact] = httpx.post(
         f"{prefect_server}/artifacts/filter",
-        json={"artifacts": {"key": {"any_": ["forecast-customer-vcjlv"]}}, "limit": 1},
+        json={"artifacts": {"key": {"any_": [artifact_key("forecast-customer", "vcJLV")]}}, "limit": 1},
     ).json()
     assert "vcJLV" in artifact["data"] and "vc8Sj" not in artifact["data"]
     assert "](data:image/png;base64,iVBORw0KGgo" in artifact["data"]  # the chart itself, a PNG
-    supplier = (tmp_path / "r" / "suppliers" / "supplier-forecast-sensetime-earth.csv").read_text()
+    supplier_file = f"supplier-forecast-{safe_name('sensetime-earth')}.csv"
+    supplier = (tmp_path / "r" / "suppliers" / supplier_file).read_text()
     assert supplier.splitlines()[0].startswith("supplier,window_hours,allocated_gpu_hours")
 
 

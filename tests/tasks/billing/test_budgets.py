@@ -135,3 +135,15 @@ def test_the_budgets_block_checks_its_thresholds() -> None:
         Budgets(thresholds=[80, 50])
     with pytest.raises(ValueError):
         Budgets(budgets=[{"customer": "acme", "monthly_amount": "-5"}])
+
+
+def test_a_project_named_star_and_the_whole_customer_budget_alert_separately(
+    engine: sa.Engine, tmp_path: Path, im: HttpReceiver
+) -> None:
+    spend(engine, tmp_path, 1, project="*")
+    whole = BudgetLine("acme", None, Decimal("2.00"))
+    star = BudgetLine("acme", "*", Decimal("2.00"))
+    first = check_budgets(engine, [whole], [50], MAY, "USD", sender(im))
+    second = check_budgets(engine, [star], [50], MAY, "USD", sender(im))
+    assert [a.status for a in first] == [a.status for a in second] == ["sent"]
+    assert sorted(r["project"] for r in recorded_alerts(engine, MAY)) == ["", "*"]

@@ -6,7 +6,7 @@ from datetime import date
 from decimal import Decimal
 from pathlib import Path
 
-from tasks.billing.statements import write_statements
+from tasks.billing.statements import safe_name, write_statements
 
 
 def row(customer: str, cost: str) -> dict[str, object]:
@@ -29,9 +29,10 @@ def test_each_customer_gets_only_its_rows_and_a_total(tmp_path: Path) -> None:
         date(2026, 5, 31),
     )
     assert [p.name for p in paths] == [
-        "statement-acme-2026-05-01-2026-05-31.csv",
-        "statement-beta-2026-05-01-2026-05-31.csv",
+        f"statement-{safe_name('acme')}-2026-05-01-2026-05-31.csv",
+        f"statement-{safe_name('beta')}-2026-05-01-2026-05-31.csv",
     ]
+    assert paths[0].name.startswith("statement-acme-")
     acme = paths[0].read_text()
     assert "beta" not in acme and acme.splitlines()[-1] == "acme,total,,,,3.00,USD,"
 
@@ -41,3 +42,12 @@ def test_a_hostile_customer_id_stays_in_the_folder(tmp_path: Path) -> None:
         [row("../../etc/passwd", "1.00")], tmp_path / "out", date(2026, 5, 1), date(2026, 5, 1)
     )
     assert path.parent == tmp_path / "out" and path.name.startswith("statement-etc_passwd-")
+
+
+def test_customers_whose_ids_differ_get_their_own_files(tmp_path: Path) -> None:
+    """Case, punctuation and non-ASCII ids once mapped six customers to three files."""
+    ids = ["acme", "acme~", "ACME", "acme!", "Ünïcødé", "Ünïcødé2"]
+    paths = write_statements([row(i, "1.00") for i in ids], tmp_path, date(2026, 5, 1), date(2026, 5, 1))
+    assert len({p.name.lower() for p in paths}) == 6  # distinct even on a case-insensitive disk
+    owners = {p.read_text().splitlines()[1].rsplit(",", 7)[0] for p in paths}
+    assert owners == set(ids)
