@@ -89,3 +89,24 @@ def test_init_checks_and_the_native_sidecar(job: dict[str, Any]) -> None:
 def test_every_manifest_validates(path: Path) -> None:
     for document in yaml.safe_load_all(path.read_text()):
         kubernetes_validate.validate(document, KUBERNETES, strict=True)
+
+
+def test_the_rendered_k3s_overlay_validates_as_a_whole() -> None:
+    """What `kubectl apply -k k8s/overlays/k3s` would send: the overlay rendered by kubectl's kustomize,
+    every object checked against the Kubernetes schema (patches included, not only the files one by one).
+    Checkov scans the same rendering in `make test` (its kustomize framework)."""
+    import shutil
+    import subprocess
+
+    kubectl = shutil.which("kubectl")
+    if kubectl is None:
+        pytest.skip("kubectl is not installed")
+    rendered = subprocess.run(
+        [kubectl, "kustomize", str(K8S / "overlays" / "k3s")], capture_output=True, text=True, check=True
+    ).stdout
+    documents = [d for d in yaml.safe_load_all(rendered) if d]
+    for document in documents:
+        kubernetes_validate.validate(document, KUBERNETES, strict=True)
+    kinds = {d["kind"] for d in documents}
+    assert {"Namespace", "Deployment", "Service", "NetworkPolicy", "PersistentVolumeClaim"} <= kinds
+    assert all(d["metadata"].get("namespace") in (None, "gpuflows") for d in documents)
