@@ -8,6 +8,7 @@ default it runs on the local process pool with a tiny model, on CPU.
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Annotated
 
 import sqlalchemy as sa
@@ -18,12 +19,15 @@ from prefect.runtime import flow_run
 from prefect.states import State
 from pydantic import Field
 
+from blocks.ollama import OllamaServer
 from flows.audit_hooks import AUDITED
 from flows.parameters import BlockName
 from flows.resources import ledger_engine, prices
 from tasks.billing.ledger import UsageEvent
+from tasks.decomposition.ollama import display_host
 from tasks.errors import InputError
 from tasks.training.job import read_metrics, run_trainer
+from tasks.training.publish import model_name, publish_adapter
 from tasks.training.trainer import (
     LengthStats,
     TrainConfig,
@@ -96,6 +100,9 @@ def record_usage_task(engine: sa.Engine, event: UsageEvent, gpu_types: frozenset
         )
 
 
+publish_task = task(publish_adapter, name="publish-to-ollama", cache_policy=NO_CACHE)
+
+
 def result_row(result: TrainResult, config: TrainConfig) -> dict[str, object]:
     """The result table: first, last and eval loss rounded, so progress reads at a glance."""
     losses = [m["loss"] for m in read_metrics(config) if isinstance(m.get("loss"), int | float)]
@@ -133,6 +140,8 @@ def train_model(
     supplier: Annotated[str, Field(min_length=1, max_length=200)] = "homelab",
     ledger: BlockName = "default",
     rate_card: BlockName = "default",
+    publish_to: BlockName | None = None,
+    publish_base: Annotated[str, Field(min_length=1, max_length=200)] | None = None,
 ) -> TrainResult:
     """QLoRA fine-tuning (4-bit NF4, LoRA, TRL SFTTrainer) of a Qwen-family model on one GPU.
 
@@ -148,6 +157,9 @@ def train_model(
         supplier: Who supplies the GPU.
         ledger: Name of the LedgerDatabase block the usage is written to.
         rate_card: Name of the RateCard block: the GPU type must be one the ledger accepts.
+        publish_to: Name of an OllamaServer block: the adapter is uploaded there and a model named after the
+            run is created from `publish_base`, so decomposition can use it by name. Unset: not published.
+        publish_base: The Ollama model the adapter applies to (default: the block's model).
     """
     if gpu_type is not None:  # resolved once, before any GPU time: an unknown type fails at once
         engine, gpu_types = ledger_engine(ledger), prices(rate_card).gpu_types
@@ -172,9 +184,15 @@ def train_model(
                 end=datetime.now(UTC),
             )
             record_usage_task(engine, event, gpu_types)
+    published = None
+    if publish_to is not None and result.adapter_dir is not None:
+        server = OllamaServer.load(publish_to)
+        published = publish_task(server.host, Path(result.adapter_dir), model_name(config.run_name),
+                                 publish_base or server.model)  # fmt: skip
+        get_run_logger().info("published to %s as Ollama model %s", display_host(server.host), published)
     create_table_artifact(
         key=f"train-{config.run_name}",
-        table=[result_row(result, config)],
+        table=[result_row(result, config) | {"ollama_model": published}],
         description=f"{result.status}: {result.steps} steps, loss {result.train_loss}, "
         f"{result.tokens_per_second} tokens/s; {stats.over_max_length} of {stats.examples} examples over "
         f"max_length {stats.max_length}",

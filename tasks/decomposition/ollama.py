@@ -16,6 +16,7 @@ What it guarantees to its callers:
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import re
 import ssl
@@ -253,6 +254,30 @@ class OllamaClient:
         except ValueError as exc:
             raise self._shape_error("/api/show", str(exc)) from None
         return ModelInfo(model, context, tuple(reply.capabilities or ()))
+
+    async def push_blob(self, data: bytes) -> str:
+        """Uploads a file's bytes as a blob (`POST /api/blobs/:digest`) unless the server has it; returns the
+        digest."""
+        digest = f"sha256:{hashlib.sha256(data).hexdigest()}"
+        path = f"/api/blobs/{digest}"
+        try:
+            head = await self._client().head(path)
+            if head.status_code == 200:
+                return digest
+            response = await self._client().post(path, content=data)
+        except httpx.TransportError as exc:
+            raise self._transport_error(exc, "/api/blobs") from exc
+        self._raise_for_status(response, response.text, None)
+        return digest
+
+    async def create_model(self, model: str, base: str, adapters: dict[str, str]) -> None:
+        """`POST /api/create`: `model` is `base` with the LoRA adapter files (name → blob digest)."""
+        body = {"model": model, "from": base, "adapters": adapters, "stream": False}
+        data = await self._get_json("POST", "/api/create", body)
+        if not isinstance(data, dict) or data.get("status") != "success":
+            raise self._shape_error(
+                "/api/create", f"status {data.get('status') if isinstance(data, dict) else data!r}"
+            )
 
     async def chat(
         self,

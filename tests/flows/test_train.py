@@ -129,3 +129,34 @@ def test_the_gpu_type_is_checked_against_the_rate_card_before_any_work(
     # Priced by its rate card, b200 passes; the run goes on to the dataset check, which fails here.
     with pytest.raises(DatasetError, match="chat.jsonl:2"):
         train_model(config, gpu_type="b200", ledger="train-gpus", rate_card="with-b200")
+
+
+def test_a_trained_adapter_is_published_to_ollama_and_decomposition_uses_it(
+    tmp_path: Path, tiny_qwen: Path, prefect_server: str
+) -> None:
+    """train → publish (blobs, then /api/create from the base) → decompose with the new model by name."""
+    from blocks.ollama import OllamaServer
+    from flows.decompose import decompose
+    from tasks.decomposition.plan import AgentConfig
+    from tests.conftest import MODEL
+    from tests.standins.ollama import StandinOllama
+
+    with StandinOllama(models={MODEL: 32768}) as ollama:
+        OllamaServer(host=ollama.url, model=MODEL).save("publish-test", overwrite=True)
+        config = config_for(tmp_path, tiny_qwen, [json.dumps(CHAT)] * 8).model_copy(
+            update={"run_name": "acme-chat-v1"}
+        )
+        result = train_model(config, publish_to="publish-test")
+        adapter = Path(result.adapter_dir or "", "adapter_model.safetensors").read_bytes()
+        assert ollama.created["acme-chat-v1"]["from"] == MODEL
+        digest = ollama.created["acme-chat-v1"]["adapters"]["adapter_model.safetensors"]
+        assert ollama.blobs[digest] == adapter  # the bytes the trainer wrote, checked by their digest
+        answer = decompose(
+            "Say hello.", AgentConfig(ollama_host=ollama.url, ollama_model="acme-chat-v1"), server=None
+        )
+        assert answer.final_response and {r.body["model"] for r in ollama.chat_requests()} == {"acme-chat-v1"}
+    [artifact] = httpx.post(
+        f"{prefect_server}/artifacts/filter",
+        json={"artifacts": {"key": {"any_": ["train-acme-chat-v1"]}}, "limit": 1},
+    ).json()
+    assert json.loads(artifact["data"])[0]["ollama_model"] == "acme-chat-v1"

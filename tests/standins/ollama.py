@@ -83,6 +83,8 @@ class StandinOllama:
 
     def __post_init__(self) -> None:
         self.faults: deque[str] = deque()
+        self.blobs: dict[str, bytes] = {}
+        self.created: dict[str, dict[str, Any]] = {}
         self.requests: list[RecordedRequest] = []
         self.active = 0
         self.peak_active = 0
@@ -219,6 +221,8 @@ class StandinOllama:
     ) -> bool:
         path = request.target.decode().split("?")[0]
         method = request.method.decode()
+        if path.startswith("/api/blobs/"):  # raw bytes, not JSON
+            return await self._blob(conn, writer, method, path.removeprefix("/api/blobs/"), raw)
         try:
             body = json.loads(raw) if raw else {}
         except ValueError:
@@ -234,7 +238,42 @@ class StandinOllama:
             return await self._show(conn, writer, body)
         if method == "POST" and path == "/api/chat":
             return await self._chat(conn, writer, body, record)
+        if method == "POST" and path == "/api/create":
+            return await self._create(conn, writer, body)
         return await self._send_json(conn, writer, 404, {"error": f"{method} {path} not found"})
+
+    async def _blob(
+        self, conn: h11.Connection, writer: asyncio.StreamWriter, method: str, digest: str, raw: bytes
+    ) -> bool:
+        """`HEAD /api/blobs/:digest` (200 if present, else 404) and `POST` (201; 400 when the bytes do not
+        hash to the digest), as documented."""
+        if method == "HEAD":
+            status = 200 if digest in self.blobs else 404
+            await self._send(
+                conn, writer, h11.Response(status_code=status, headers=[("content-length", "0")])
+            )
+            await self._send(conn, writer, h11.EndOfMessage())
+            return True
+        if method != "POST":
+            return await self._send_json(conn, writer, 405, {"error": "method not allowed"})
+        if f"sha256:{hashlib.sha256(raw).hexdigest()}" != digest:
+            return await self._send_json(conn, writer, 400, {"error": "digest mismatch"})
+        self.blobs[digest] = raw
+        await self._send(conn, writer, h11.Response(status_code=201, headers=[("content-length", "0")]))
+        await self._send(conn, writer, h11.EndOfMessage())
+        return True
+
+    async def _create(self, conn: h11.Connection, writer: asyncio.StreamWriter, body: dict[str, Any]) -> bool:
+        """`POST /api/create` with `from` (a model the server has) and `adapters` (name → blob digest)."""
+        model, base, adapters = body.get("model"), body.get("from"), body.get("adapters") or {}
+        if not model or base not in self.models:
+            return await self._send_json(conn, writer, 400, {"error": f"base model '{base}' not found"})
+        missing = [d for d in adapters.values() if d not in self.blobs]
+        if missing:
+            return await self._send_json(conn, writer, 400, {"error": f"blob {missing[0]} not found"})
+        self.models[model] = self.models[base]
+        self.created[model] = {"from": base, "adapters": dict(adapters)}
+        return await self._send_json(conn, writer, 200, {"status": "success"})
 
     def _tag(self, model: str) -> dict[str, Any]:
         return {
