@@ -54,10 +54,11 @@ def api_error(exc: BaseException) -> str | None:
     """One line for a Prefect API that refuses or cannot be reached, instead of a traceback."""
     import httpx
 
-    from flows.bootstrap import api_url
+    status = getattr(getattr(exc, "response", None), "status_code", None)
+    if status not in (401, 403) and not isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout):
+        return None
+    from flows.bootstrap import api_url  # loads Prefect's settings: only once the error is the API's
 
-    response = getattr(exc, "response", None)
-    status = getattr(response, "status_code", None)
     if status == 401:
         return (
             f"the Prefect API at {api_url()} wants credentials: set PREFECT_API_AUTH_STRING "
@@ -65,9 +66,7 @@ def api_error(exc: BaseException) -> str | None:
         )
     if status == 403:
         return f"the Prefect API at {api_url()} refused the credentials in PREFECT_API_AUTH_STRING"
-    if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout):
-        return f"cannot reach the Prefect API at {api_url()}: is the server up (make up)?"
-    return None
+    return f"cannot reach the Prefect API at {api_url()}: is the server up (make up)?"
 
 
 class Cli(click.Group):

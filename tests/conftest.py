@@ -43,14 +43,18 @@ def counter() -> TokenCounter:
     return TokenCounter()
 
 
-@pytest.fixture
-def unused_port() -> int:
+def free_port() -> int:
     """A loopback port nothing listens on (bound, then released)."""
     import socket
 
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+@pytest.fixture
+def unused_port() -> int:
+    return free_port()
 
 
 @pytest.fixture(scope="session")

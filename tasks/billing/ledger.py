@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Collection, Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
 from pathlib import Path
@@ -65,31 +65,13 @@ class UsageEvent:
 
     def as_json(self) -> dict[str, str]:
         """The event as a usage file row would carry it (what the quarantine keeps of a rejected one)."""
-        return {
-            "source": self.source,
-            "event_id": self.event_id,
-            "customer": self.customer,
-            "project": self.project,
-            "job": self.job,
-            "supplier": self.supplier,
-            "node": self.node,
-            "gpu_type": self.gpu_type,
-            "gpu_count": str(self.gpu_count),
-            "start": self.start.isoformat(),
-            "end": self.end.isoformat(),
-        }
+        return {k: v.isoformat() if isinstance(v, datetime) else str(v) for k, v in asdict(self).items()}
 
     def as_row(self) -> dict[str, Any]:
+        """The event as the ledger stores it, with what a rollup sums (revision 0003)."""
+        fields = {k: v for k, v in asdict(self).items() if k not in ("start", "end")}
         return {
-            "source": self.source,
-            "event_id": self.event_id,
-            "customer": self.customer,
-            "project": self.project,
-            "job": self.job,
-            "supplier": self.supplier,
-            "node": self.node,
-            "gpu_type": self.gpu_type,
-            "gpu_count": self.gpu_count,
+            **fields,
             "start_at": self.start,
             "end_at": self.end,
             "start_day": self.start.date(),
@@ -173,6 +155,13 @@ class Plausible:
     max_gpus: Decimal = Decimal(1024)
     max_id_chars: int = 200
 
+    def outside(self, when: datetime) -> bool:
+        return not self.epoch <= when <= datetime.now(UTC) + self.future_skew
+
+    @property
+    def outside_reason(self) -> str:
+        return f"outside the ledger's range ({self.epoch:%Y-%m-%d} to now)"
+
 
 PLAUSIBLE = Plausible()
 
@@ -192,10 +181,8 @@ def parse_time(value: Any, field_name: str, bounds: Plausible = PLAUSIBLE) -> da
         parsed = parsed.astimezone(UTC)
     except OverflowError:
         raise ValueError(f"{field_name} {value!r} is out of range") from None
-    if not bounds.epoch <= parsed <= datetime.now(UTC) + bounds.future_skew:
-        raise ValueError(
-            f"{field_name} {value!r} is outside the ledger's range ({bounds.epoch:%Y-%m-%d} to now)"
-        )
+    if bounds.outside(parsed):
+        raise ValueError(f"{field_name} {value!r} is {bounds.outside_reason}")
     return parsed
 
 
@@ -236,19 +223,10 @@ def parse_event(
     for name in REQUIRED:
         if record.get(name) in (None, "") or (name in texts and not texts[name]):
             raise ValueError(f"missing {name}")
-    gpu_type = texts["gpu_type"].lower()
-    if gpu_type not in gpu_types:
-        raise ValueError(f"unknown GPU type {texts['gpu_type']!r}")
     gpu_count = _number(record["gpu_count"], "gpu_count")
-    if gpu_count <= 0:
-        raise ValueError(f"gpu_count must be positive, got {record['gpu_count']}")
-    if gpu_count > bounds.max_gpus:
-        raise ValueError(f"gpu_count {gpu_count} is over the ledger's limit of {bounds.max_gpus} per event")
     start = parse_time(record["start"], "start", bounds)
     if record.get("end") not in (None, ""):
         end = parse_time(record["end"], "end", bounds)
-        if end < start:
-            raise ValueError("end before start")
     elif record.get("duration_seconds") not in (None, ""):
         seconds = _number(record["duration_seconds"], "duration_seconds")
         if seconds < 0:
@@ -258,11 +236,7 @@ def parse_event(
         end = start + timedelta(seconds=float(seconds))
     else:
         raise ValueError("missing end (or duration_seconds)")
-    if end == start:
-        raise ValueError("zero duration")
-    if end - start > bounds.max_duration:
-        raise ValueError(f"the event lasts longer than {bounds.max_duration.days} days")
-    return UsageEvent(
+    event = UsageEvent(
         source=texts["source"] or default_source,
         event_id=texts["event_id"],
         customer=texts["customer"],
@@ -270,11 +244,13 @@ def parse_event(
         job=texts["job"],
         supplier=texts["supplier"],
         node=texts["node"],
-        gpu_type=gpu_type,
+        gpu_type=texts["gpu_type"].lower(),
         gpu_count=gpu_count,
         start=start,
         end=end,
     )
+    check_event(event, gpu_types, bounds)
+    return event
 
 
 # ------------------------------------------------------------------------------------------------ ingest
@@ -355,6 +331,8 @@ def ingest_events(
     duplicates = 0
     for line, event in enumerate(events, start=1):
         try:
+            if not all((event.source, event.event_id, event.customer, event.project, event.supplier)):
+                raise ValueError("missing source, event_id, customer, project or supplier")
             check_event(event, gpu_types)
         except ValueError as exc:
             rejected.append(Rejected(line, json.dumps(event.as_json()), str(exc)))
@@ -367,18 +345,26 @@ def ingest_events(
     return write_batch(engine, label, source, len(events), list(accepted.values()), rejected, duplicates, [])
 
 
-def check_event(event: UsageEvent, gpu_types: Collection[str]) -> None:
-    """ValueError with the reason an event cannot be billed."""
-    if not all((event.source, event.event_id, event.customer, event.project, event.supplier)):
-        raise ValueError("missing source, event_id, customer, project or supplier")
+def check_event(event: UsageEvent, gpu_types: Collection[str], bounds: Plausible = PLAUSIBLE) -> None:
+    """ValueError with the reason an event cannot be billed: the one set of checks for rows parsed from a
+    file and for events made in code (a flow recording its own GPU time)."""
     if event.gpu_type not in gpu_types:
         raise ValueError(f"unknown GPU type {event.gpu_type!r}")
     if not event.gpu_count.is_finite() or event.gpu_count <= 0:
         raise ValueError(f"gpu_count must be positive, got {event.gpu_count}")
+    if event.gpu_count > bounds.max_gpus:
+        raise ValueError(
+            f"gpu_count {event.gpu_count} is over the ledger's limit of {bounds.max_gpus} per event"
+        )
     if event.start.tzinfo is None or event.end.tzinfo is None:
         raise ValueError("start and end must carry a timezone")
+    for name, when in (("start", event.start), ("end", event.end)):
+        if bounds.outside(when):
+            raise ValueError(f"{name} {when.isoformat()} is {bounds.outside_reason}")
     if event.end <= event.start:
         raise ValueError("end before start" if event.end < event.start else "zero duration")
+    if event.end - event.start > bounds.max_duration:
+        raise ValueError(f"the event lasts longer than {bounds.max_duration.days} days")
 
 
 def write_batch(
@@ -394,8 +380,6 @@ def write_batch(
     """One transaction: the batch record, new events, quarantined rows, conflicts and the audit record, or
     nothing. An event the ledger already holds is a duplicate when it is the same, a conflict when not."""
     now = datetime.now(UTC)
-    in_file_conflicts = len(conflicts)
-    conflicts = list(conflicts)
     with engine.begin() as connection:  # all or nothing
         if connection.dialect.name == "postgresql":
             connection.execute(
@@ -418,10 +402,12 @@ def write_batch(
         inserted = len(new_keys)
         known = [a for a in events if (a.event.source, a.event.event_id) not in new_keys]
         held = held_events(connection, [(a.event.source, a.event.event_id) for a in known])
-        for accepted in known:
-            key = (accepted.event.source, accepted.event.event_id)
-            if changed := differences(accepted.event, held[key]):
-                conflicts.append(Conflict(accepted.line, accepted.raw, *key, f"ledger: {changed}"))
+        against_ledger = [
+            Conflict(a.line, a.raw, a.event.source, a.event.event_id, f"ledger: {changed}")
+            for a in known
+            if (changed := differences(a.event, held[(a.event.source, a.event.event_id)]))
+        ]
+        conflicts = [*conflicts, *against_ledger]
         if conflicts:
             connection.execute(
                 usage_conflicts.insert(),
@@ -454,7 +440,7 @@ def write_batch(
                     for r in rejected
                 ],
             )
-        duplicates = in_file_duplicates + len(known) - (len(conflicts) - in_file_conflicts)
+        duplicates = in_file_duplicates + len(known) - len(against_ledger)
         connection.execute(
             ingest_batches.update()
             .where(ingest_batches.c.id == batch_id)

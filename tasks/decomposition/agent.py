@@ -85,7 +85,9 @@ async def ask(
                 "response_reserve_tokens or max_continuations"
             )
         so_far = "".join(pieces)
-        estimate = part.estimate_tokens + (reply.eval_count or len(so_far) // 4) * (continuation + 1) + 64
+        estimate = (
+            part.estimate_tokens + (tokens_out or len(so_far) // 4) + 64
+        )  # the prompt, the answer so far
         if estimate > options.num_ctx - options.num_predict:
             raise IncompleteAnswerError(
                 f"the answer to {part.kind} {part.key} ({part.section}) was cut at num_predict and its "

@@ -34,7 +34,7 @@ from blocks.alert_routes import AlertRoutes
 from blocks.ollama import OllamaServer
 from flows.automations import FAILED_RUNS, ZOMBIE_RUNS
 from flows.bootstrap import PROJECT_DIR, deploy, platform_env, set_up, start_server
-from tests.conftest import MODEL
+from tests.conftest import MODEL, free_port
 from tests.standins.ollama import StandinOllama
 from tests.standins.receivers import HttpReceiver, http_receiver
 
@@ -63,11 +63,9 @@ def wait_for(what: str, probe: Callable[[], T | None], timeout_s: float, every_s
 
 
 @pytest.fixture(scope="module")
-def platform(
-    tmp_path_factory: pytest.TempPathFactory, unused_port_factory: Callable[[], int]
-) -> Iterator[Platform]:
+def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
     home = tmp_path_factory.mktemp("platform")
-    port = unused_port_factory()
+    port = free_port()
     api = f"http://127.0.0.1:{port}/api"
     with http_receiver() as receiver, StandinOllama(models={MODEL: 32768}, latency_s=600) as ollama:
         env = platform_env(port)
@@ -107,18 +105,6 @@ def platform(
                         process.wait(30)
                     except subprocess.TimeoutExpired:
                         os.killpg(process.pid, signal.SIGKILL)
-
-
-@pytest.fixture(scope="module")
-def unused_port_factory() -> Callable[[], int]:
-    import socket
-
-    def pick() -> int:
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            return sock.getsockname()[1]
-
-    return pick
 
 
 def deployment(client: Any, flow: str, name: str) -> Any:
