@@ -21,15 +21,8 @@ from flows.audit_hooks import AUDITED
 from flows.parameters import BlockName, IsoDate
 from flows.resources import Billing, billing_resources
 from tasks.billing.budgets import BudgetAlert, check_budgets, month_bounds
-from tasks.billing.rollup import (
-    ClosedPeriod,
-    RollupSummary,
-    adjustment_rows,
-    close_through,
-    customer_rows,
-    due_for_close,
-    rollup_days,
-)
+from tasks.billing.invoices import Statement, statements_for
+from tasks.billing.rollup import ClosedPeriod, RollupSummary, close_through, due_for_close, rollup_days
 from tasks.billing.statements import write_statements
 from tasks.errors import InputError
 
@@ -53,10 +46,34 @@ def alert_on_budgets(months: list[date], billing: Billing) -> list[BudgetAlert]:
     return decided
 
 
-def statements(first_day: date, last_day: date, billing: Billing, out_dir: Path) -> list[dict]:
-    rows = customer_rows(billing.engine, first_day, last_day)
-    adjustments = adjustment_rows(billing.engine, first_day, last_day)
-    write_statements(rows, out_dir, first_day, last_day, adjustments)
+def statements(first_day: date, last_day: date, billing: Billing, out_dir: Path) -> list[Statement]:
+    """Each (part) month's invoices and payout statements, settled to the cent, one CSV per owner."""
+    months = statements_for(billing.engine, first_day, last_day, billing.prices.currency)
+    settled = [statement for pair in months for statement in pair]
+    for statement in settled:
+        write_statements(statement, out_dir)
+    return settled
+
+
+def line_table(statement: Statement) -> list[dict[str, str]]:
+    """A statement's lines as the UI shows them: the owner's id, never an address."""
+    who = "customer" if statement.kind == "invoice" else "supplier"
+    rows = []
+    for line in statement.lines:
+        row = {
+            who: line.owner,
+            "month": f"{line.month:%Y-%m}",
+            **({"project": line.project} if statement.kind == "invoice" else {}),
+            "gpu_type": line.gpu_type,
+            "line": line.description,
+            "gpu_hours": str(line.gpu_hours),
+            "amount": f"{line.amount:.2f}",
+            "currency": statement.currency,
+        }
+        if statement.kind == "payout":
+            for name, hours in (("capacity", line.capacity_gpu_hours), ("idle", line.idle_gpu_hours)):
+                row[f"{name}_gpu_hours"] = "" if hours is None else str(hours)
+        rows.append(row)
     return rows
 
 
@@ -143,13 +160,22 @@ def billing_rollup(
     alerts = budgets_task(months, billing)
     for alert in alerts:
         logger.info("budget %s %d%%: %s", alert.budget.scope, alert.threshold, alert.status)
-    rows = statements_task(first_day, last_day, billing, statements_dir)
+    settled = statements_task(first_day, last_day, billing, statements_dir)
+    invoices = [st for st in settled if st.kind == "invoice"]
+    payouts = [st for st in settled if st.kind == "payout"]
     create_table_artifact(
         key="billing-rollup",
-        table=[{k: str(v) for k, v in row.items() if k != "computed_at"} for row in rows]
+        table=[row for st in invoices for row in line_table(st)]
         or [{k: str(v) for k, v in asdict(summary).items()}],
-        description=f"{first_day}..{last_day}: {summary.customer_cost} {summary.currency} billed, "
-        f"{summary.supplier_payout} paid out, {summary.adjustments_cost} in adjustments; "
+        description=f"{first_day}..{last_day}: {summary.customer_cost} {summary.currency} billed "
+        f"({summary.adjustments_cost} in adjustments), {summary.supplier_payout} paid out, margin "
+        f"{summary.margin}; each month's total is its exact total rounded once, and its lines add up to it; "
         f"{len(alerts)} budget alert(s) decided",
+    )
+    create_table_artifact(
+        key="billing-payouts",
+        table=[row for st in payouts for row in line_table(st)] or [{"supplier": "", "note": "no usage"}],
+        description=f"{first_day}..{last_day}: supplier payout lines, with declared capacity and idle "
+        f"GPU-hours (negative idle: usage above the declared capacity)",
     )
     return summary

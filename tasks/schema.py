@@ -82,6 +82,11 @@ ingest_batches = sa.Table(
 
 
 # ---------- billing: daily rollups, periods, adjustments, runs
+# Amounts in daily and adjustment rows are unrounded (display only; revision 0008): the exact amount is
+# gpu_microseconds x price / 3.6e9, and cents are decided once per invoice line (tasks/billing/invoices.py).
+# Rows from before 0008 have NULL microseconds and prices and keep their cent amounts.
+EXACT = sa.Numeric(24, 12)
+PRICE = sa.Numeric(12, 6)
 customer_daily = sa.Table(
     "billing_customer_daily",
     metadata,
@@ -90,11 +95,14 @@ customer_daily = sa.Table(
     sa.Column("project", sa.String(200), primary_key=True),
     sa.Column("gpu_type", sa.String(50), primary_key=True),
     sa.Column("gpu_hours", sa.Numeric(18, 6), nullable=False),
-    sa.Column("customer_cost", sa.Numeric(14, 2), nullable=False),
-    sa.Column("supplier_payout", sa.Numeric(14, 2), nullable=False),
-    sa.Column("margin", sa.Numeric(14, 2), nullable=False),
+    sa.Column("customer_cost", EXACT, nullable=False),
+    sa.Column("supplier_payout", EXACT, nullable=False),
+    sa.Column("margin", EXACT, nullable=False),
     sa.Column("currency", sa.String(3), nullable=False),
     sa.Column("computed_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("gpu_microseconds", sa.BigInteger, nullable=True),
+    sa.Column("customer_price", PRICE, nullable=True),
+    sa.Column("supplier_price", PRICE, nullable=True),
 )
 
 supplier_daily = sa.Table(
@@ -104,11 +112,13 @@ supplier_daily = sa.Table(
     sa.Column("supplier", sa.String(200), primary_key=True),
     sa.Column("gpu_type", sa.String(50), primary_key=True),
     sa.Column("gpu_hours", sa.Numeric(18, 6), nullable=False),
-    sa.Column("supplier_payout", sa.Numeric(14, 2), nullable=False),
+    sa.Column("supplier_payout", EXACT, nullable=False),
     sa.Column("currency", sa.String(3), nullable=False),
     sa.Column("computed_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("capacity_gpu_hours", sa.Numeric(18, 6), nullable=True),  # NULL: no capacity declared
     sa.Column("idle_gpu_hours", sa.Numeric(18, 6), nullable=True),
+    sa.Column("gpu_microseconds", sa.BigInteger, nullable=True),
+    sa.Column("supplier_price", PRICE, nullable=True),
 )
 
 periods = sa.Table(
@@ -129,12 +139,15 @@ adjustments = sa.Table(
     sa.Column("gpu_type", sa.String(50), primary_key=True),
     sa.Column("supplier", sa.String(200), primary_key=True),
     sa.Column("gpu_hours", sa.Numeric(18, 6), nullable=False),
-    sa.Column("customer_cost", sa.Numeric(14, 2), nullable=False),
-    sa.Column("supplier_payout", sa.Numeric(14, 2), nullable=False),
-    sa.Column("margin", sa.Numeric(14, 2), nullable=False),
+    sa.Column("customer_cost", EXACT, nullable=False),
+    sa.Column("supplier_payout", EXACT, nullable=False),
+    sa.Column("margin", EXACT, nullable=False),
     sa.Column("currency", sa.String(3), nullable=False),
     sa.Column("final", sa.Boolean, nullable=False),
     sa.Column("computed_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("gpu_microseconds", sa.BigInteger, nullable=True),
+    sa.Column("customer_price", PRICE, nullable=True),
+    sa.Column("supplier_price", PRICE, nullable=True),
 )
 
 billing_runs = sa.Table(

@@ -12,7 +12,8 @@ daily close); days close in order, and every day up to the last closed one is cl
 
 Aggregation runs in the database on the integer `gpu_microseconds` (exact on both databases): one grouped
 query over the days' single-day events (index `ix_usage_events_day_groups`), plus the few events that cross
-midnight (partial index), split per day in Python. Money is Decimal, each row rounded once to the cent.
+midnight (partial index), split per day in Python. Rows keep their integer GPU-microseconds, the prices they
+were billed at, and their amounts unrounded; cents are decided once per invoice line (tasks/billing/invoices).
 Each write is one transaction; PostgreSQL serialises rollups on an advisory lock and SQLite on its write
 lock, which the run's first statement (its `billing_runs` record) takes.
 """
@@ -25,18 +26,21 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import ROUND_HALF_UP, Decimal
+from fractions import Fraction
 from typing import Any
 
 import sqlalchemy as sa
 
 from tasks.audit import record
 from tasks.billing.capacity import capacity_hours
+from tasks.billing.invoices import cents_half_up, exact_amount, statements_for, to_money
 from tasks.billing.ledger import LEDGER_WRITE_LOCK, MICROSECONDS_PER_HOUR, as_utc, gpu_microseconds
 from tasks.errors import GpuflowsError
 from tasks.schema import adjustments, billing_runs, customer_daily, periods, supplier_daily, usage_events
 
 CENT = Decimal("0.01")
 MICRO = Decimal("0.000001")
+EXACT_PLACES = Decimal("1e-12")  # what a daily row shows of its exact amount; totals come from microseconds
 ONE_DAY = timedelta(days=1)
 ROLLUP_LOCK = 0x6770_7566_6C6F_7773  # "gpuflows": the advisory lock key of the billing rollup
 
@@ -185,8 +189,9 @@ def _hours(micro: int) -> Decimal:
     return Decimal(micro) / MICROSECONDS_PER_HOUR
 
 
-def _money(hours: Decimal, price: Decimal) -> Decimal:
-    return (hours * price).quantize(CENT, ROUND_HALF_UP)
+def _money(micro: int, price: Decimal) -> Decimal:
+    """A row's amount as it is shown: multiplied before it is divided, unrounded to 12 places."""
+    return (Decimal(micro) * price / MICROSECONDS_PER_HOUR).quantize(EXACT_PLACES, ROUND_HALF_UP)
 
 
 def price(
@@ -197,7 +202,7 @@ def price(
     capacity: dict[tuple[date, str, str], Decimal] | None = None,
 ) -> _Priced:
     """Customer rows (day/customer/project/GPU type) and supplier rows (day/supplier/GPU type, with idle
-    capacity): hours summed exactly in microseconds, then each row's money rounded once."""
+    capacity): microseconds summed exactly, kept with the prices; amounts unrounded."""
     by_customer: dict[tuple[date, str, str, str], int] = defaultdict(int)
     by_supplier: dict[tuple[date, str, str], int] = defaultdict(int)
     for (day, customer, project, gpu_type, supplier), micro in usage.items():
@@ -206,7 +211,7 @@ def price(
     priced = _Priced()
     for (day, customer, project, gpu_type), micro in sorted(by_customer.items()):
         rate, hours = find_rate(rates, gpu_type, day), _hours(micro)
-        cost, payout = _money(hours, rate.customer_price), _money(hours, rate.supplier_payout)
+        cost, payout = _money(micro, rate.customer_price), _money(micro, rate.supplier_payout)
         priced.customers.append(
             {
                 "day": day,
@@ -219,6 +224,9 @@ def price(
                 "margin": cost - payout,
                 "currency": currency,
                 "computed_at": now,
+                "gpu_microseconds": micro,
+                "customer_price": rate.customer_price,
+                "supplier_price": rate.supplier_payout,
             }
         )
     capacity = capacity or {}
@@ -227,16 +235,18 @@ def price(
         micro = by_supplier.get(key, 0)
         hours = _hours(micro)
         cap = capacity.get(key)
-        payout = _money(hours, find_rate(rates, gpu_type, day).supplier_payout) if micro else Decimal("0.00")
+        rate = find_rate(rates, gpu_type, day) if micro else None
         priced.suppliers.append(
             {
                 "day": day,
                 "supplier": supplier,
                 "gpu_type": gpu_type,
                 "gpu_hours": hours.quantize(MICRO, ROUND_HALF_UP),
-                "supplier_payout": payout,
+                "supplier_payout": Decimal(0) if rate is None else _money(micro, rate.supplier_payout),
                 "currency": currency,
                 "computed_at": now,
+                "gpu_microseconds": micro,
+                "supplier_price": None if rate is None else rate.supplier_payout,
                 "capacity_gpu_hours": None if cap is None else cap.quantize(MICRO, ROUND_HALF_UP),
                 # Negative idle means usage above the declared capacity: shown, not hidden.
                 "idle_gpu_hours": None if cap is None else (cap - hours).quantize(MICRO, ROUND_HALF_UP),
@@ -257,7 +267,7 @@ def price_adjustments(
     rows = []
     for (usage_day, customer, project, gpu_type, supplier), micro in sorted(usage.items()):
         rate, hours = find_rate(rates, gpu_type, usage_day), _hours(micro)
-        cost, payout = _money(hours, rate.customer_price), _money(hours, rate.supplier_payout)
+        cost, payout = _money(micro, rate.customer_price), _money(micro, rate.supplier_payout)
         rows.append(
             {
                 "billed_day": billed_day,
@@ -273,6 +283,9 @@ def price_adjustments(
                 "currency": currency,
                 "final": final,
                 "computed_at": now,
+                "gpu_microseconds": micro,
+                "customer_price": rate.customer_price,
+                "supplier_price": rate.supplier_payout,
             }
         )
     return rows
@@ -350,7 +363,7 @@ def rollup_days(
             late = late_usage(connection, closed[1], None, open_day)
             priced.adjustments = price_adjustments(late, open_day, rates, currency, now, final=False)
             _replace_adjustments(connection, open_day, priced.adjustments)
-        summary = _summary(first_day, last_day, lo, priced, currency)
+        summary = _summary(connection, first_day, last_day, lo, priced, currency)
         record(
             connection,
             "rollup",
@@ -406,9 +419,9 @@ def close_through(
                 {
                     "day": day,
                     "last_batch_id": up_to,
-                    "customer_cost": sum((r["customer_cost"] for r in priced.customers), Decimal(0)),
+                    "customer_cost": _day_cost(priced.customers),
                     "adjustment_rows": len(adjusted),
-                    "adjustments_cost": sum((r["customer_cost"] for r in adjusted), Decimal(0)),
+                    "adjustments_cost": _day_cost(adjusted),
                     "currency": currency,
                 },
             )
@@ -416,8 +429,8 @@ def close_through(
                 ClosedPeriod(
                     day,
                     int(up_to),
-                    sum((r["customer_cost"] for r in priced.customers), Decimal(0)),
-                    sum((r["customer_cost"] for r in adjusted), Decimal(0)),
+                    _day_cost(priced.customers),
+                    _day_cost(adjusted),
                 )
             )
             closed = (day, int(up_to))
@@ -430,9 +443,16 @@ def due_for_close(now: datetime, grace: timedelta) -> date:
     return (now - grace).date() - ONE_DAY
 
 
-def _summary(first: date, last: date, lo: date, priced: _Priced, currency: str) -> RollupSummary:
-    cost = sum((r["customer_cost"] for r in priced.customers), Decimal(0))
-    payout = sum((r["supplier_payout"] for r in priced.customers), Decimal(0))
+def _summary(
+    connection: sa.Connection, first: date, last: date, lo: date, priced: _Priced, currency: str
+) -> RollupSummary:
+    """What first..last bills, as its invoices and payout statements settle it (each month's cents decided
+    once), whether its days were recomputed now or closed before."""
+    months = statements_for(connection, first, last, currency)
+    cost = sum((invoice.total for invoice, _ in months), Decimal("0.00"))
+    payout = sum((paid.total for _, paid in months), Decimal("0.00"))
+    usage = [line for invoice, _ in months for line in invoice.lines if line.corrects is None]
+    late = [line for invoice, _ in months for line in invoice.lines if line.corrects is not None]
     return RollupSummary(
         first_day=first,
         last_day=last,
@@ -441,13 +461,19 @@ def _summary(first: date, last: date, lo: date, priced: _Priced, currency: str) 
         customer_rows=len(priced.customers),
         supplier_rows=len(priced.suppliers),
         adjustment_rows=len(priced.adjustments),
-        gpu_hours=sum((r["gpu_hours"] for r in priced.customers), Decimal(0)),
+        gpu_hours=_hours(sum(line.gpu_microseconds for line in usage)).quantize(MICRO, ROUND_HALF_UP),
         customer_cost=cost,
         supplier_payout=payout,
         margin=cost - payout,
-        adjustments_cost=sum((r["customer_cost"] for r in priced.adjustments), Decimal(0)),
+        adjustments_cost=sum((line.amount for line in late), Decimal("0.00")),
         currency=currency,
     )
+
+
+def _day_cost(rows: list[dict[str, Any]]) -> Decimal:
+    """A closed day's exact cost, rounded once (for the close's report; invoices settle their own cents)."""
+    exact = sum((exact_amount(r["gpu_microseconds"], r["customer_price"]) for r in rows), Fraction(0))
+    return to_money(cents_half_up(exact))
 
 
 # ------------------------------------------------------------------------------------------------ reading
@@ -476,17 +502,10 @@ def adjustment_rows(engine: sa.Engine, first_day: date, last_day: date) -> list[
     return _rows(engine, adjustments, "billed_day", first_day, last_day, order)
 
 
-def billed_total(engine: sa.Engine, first_day: date, last_day: date) -> Decimal:
-    """Everything billed on first_day..last_day: the days' rows plus adjustments billed on them."""
-    with engine.connect() as connection:
-        days = connection.execute(
-            sa.select(sa.func.coalesce(sa.func.sum(customer_daily.c.customer_cost), 0)).where(
-                customer_daily.c.day.between(first_day, last_day)
-            )
-        ).scalar_one()
-        late = connection.execute(
-            sa.select(sa.func.coalesce(sa.func.sum(adjustments.c.customer_cost), 0)).where(
-                adjustments.c.billed_day.between(first_day, last_day)
-            )
-        ).scalar_one()
-    return (Decimal(str(days)) + Decimal(str(late))).quantize(CENT)
+def billed_total(engine: sa.Engine, first_day: date, last_day: date, currency: str = "USD") -> Decimal:
+    """Everything billed on first_day..last_day (the days' usage plus adjustments billed on them): the sum of
+    its monthly invoices, each the month's exact total rounded once."""
+    return sum(
+        (invoice.total for invoice, _ in statements_for(engine, first_day, last_day, currency)),
+        Decimal("0.00"),
+    )

@@ -1,7 +1,6 @@
-"""Per-customer billing statements as CSV: one file per customer and period, holding only its rows.
-
-Usage rows first, then adjustments billed in the period (late usage of an earlier, closed day, marked with
-that day), then the period's total.
+"""Invoices and payout statements as CSV: one file per customer (or supplier) and period, holding only its
+own lines, then its total. Lines and totals are the settled ones (tasks/billing/invoices.py): what is written
+is what is billed, to the cent.
 """
 
 from __future__ import annotations
@@ -9,13 +8,12 @@ from __future__ import annotations
 import csv
 import hashlib
 import re
-from collections.abc import Sequence
-from datetime import date
-from decimal import Decimal
 from pathlib import Path
-from typing import Any
 
-COLUMNS = ("day", "project", "gpu_type", "gpu_hours", "customer_cost", "currency")
+from tasks.billing.invoices import Statement
+
+COLUMNS = ("month", "project", "gpu_type", "line", "gpu_hours", "amount", "currency")
+CAPACITY = ("capacity_gpu_hours", "idle_gpu_hours")
 
 
 def safe_name(owner: str) -> str:
@@ -26,45 +24,40 @@ def safe_name(owner: str) -> str:
     return f"{readable}-{digest}"
 
 
-def write_statements(
-    rows: Sequence[dict[str, Any]],
-    out_dir: Path,
-    first_day: date,
-    last_day: date,
-    adjustments: Sequence[dict[str, Any]] = (),
-) -> list[Path]:
-    """statement-<customer>-<first>-<last>.csv per customer; the last line is the period's total."""
+def statement_path(out_dir: Path, statement: Statement, owner: str) -> Path:
+    return out_dir / f"{statement.kind}-{safe_name(owner)}-{statement.first_day}-{statement.last_day}.csv"
+
+
+def write_statements(statement: Statement, out_dir: Path) -> list[Path]:
+    """invoice-<customer>-<first>-<last>.csv or payout-<supplier>-…; the last line is the owner's total."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    by_customer: dict[str, list[list[Any]]] = {}
-    totals: dict[str, Decimal] = {}
-    currency: dict[str, str] = {}
-    for row in rows:
-        by_customer.setdefault(row["customer"], []).append([row[c] for c in COLUMNS] + [""])
-    for adj in adjustments:
-        by_customer.setdefault(adj["customer"], []).append(
-            [
-                adj["billed_day"],
-                adj["project"],
-                adj["gpu_type"],
-                adj["gpu_hours"],
-                adj["customer_cost"],
-                adj["currency"],
-                f"adjustment: late usage of {adj['usage_day']}",
-            ]
-        )
-    for customer, own in by_customer.items():
-        totals[customer] = sum((Decimal(str(r[4])) for r in own), Decimal(0))
-        currency[customer] = own[0][5]
+    who = "customer" if statement.kind == "invoice" else "supplier"
+    extra = CAPACITY if statement.kind == "payout" else ()
     written = []
-    for customer, own in sorted(by_customer.items()):
-        path = out_dir / f"statement-{safe_name(customer)}-{first_day}-{last_day}.csv"
+    for owner in statement.owners():
+        path = statement_path(out_dir, statement, owner)
         with path.open("w", newline="", encoding="utf-8") as handle:
             writer = csv.writer(handle)
-            writer.writerow(["customer", *COLUMNS, "note"])
-            for line in own:
-                writer.writerow([customer, *line])
-            writer.writerow(
-                [customer, "total", "", "", "", f"{totals[customer]:.2f}", currency[customer], ""]
-            )
+            writer.writerow([who, *COLUMNS, *extra])
+            for line in statement.lines_of(owner):
+                writer.writerow(
+                    [
+                        owner,
+                        f"{line.month:%Y-%m}",
+                        line.project,
+                        line.gpu_type,
+                        line.description,
+                        line.gpu_hours,
+                        f"{line.amount:.2f}",
+                        statement.currency,
+                        *(
+                            ("" if v is None else v for v in (line.capacity_gpu_hours, line.idle_gpu_hours))
+                            if extra
+                            else ()
+                        ),
+                    ]
+                )
+            total = f"{statement.total_of(owner):.2f}"
+            writer.writerow([owner, "total", "", "", "", "", total, statement.currency, *("" for _ in extra)])
         written.append(path)
     return written

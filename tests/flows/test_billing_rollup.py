@@ -73,18 +73,26 @@ def test_rollup_flow_prices_the_ledger_and_reruns_identically(tmp_path: Path, pr
         json={"artifacts": {"key": {"any_": ["billing-rollup"]}}, "limit": 1},
     ).json()
     [row] = json.loads(artifact["data"])
-    assert (row["customer"], row["gpu_hours"], row["customer_cost"], row["margin"]) == (
+    assert (row["customer"], row["month"], row["line"], row["gpu_hours"], row["amount"]) == (
         "acme",
+        "2026-05",
+        "usage",
         "2.500000",
         "3.50",
-        "1.05",
     )
-    statement = statements / f"statement-{safe_name('acme')}-2026-05-03-2026-05-03.csv"
+    [payouts] = httpx.post(
+        f"{prefect_server}/artifacts/filter",
+        json={"artifacts": {"key": {"any_": ["billing-payouts"]}}, "limit": 1},
+    ).json()
+    [paid] = json.loads(payouts["data"])
+    assert (paid["supplier"], paid["amount"], paid["idle_gpu_hours"]) == ("homelab", "2.45", "")  # 2.5 x 0.98
+    statement = statements / f"invoice-{safe_name('acme')}-2026-05-03-2026-05-03.csv"
     assert statement.read_text().splitlines() == [
-        "customer,day,project,gpu_type,gpu_hours,customer_cost,currency,note",
-        "acme,2026-05-03,llm,a100,2.500000,3.50,USD,",
-        "acme,total,,,,3.50,USD,",
+        "customer,month,project,gpu_type,line,gpu_hours,amount,currency",
+        "acme,2026-05,llm,a100,usage,2.500000,3.50,USD",
+        "acme,total,,,,,3.50,USD",
     ]
+    assert (statements / f"payout-{safe_name('homelab')}-2026-05-03-2026-05-03.csv").exists()
 
 
 def test_daily_close_adjustments_and_budget_alerts_through_the_flow(
@@ -110,7 +118,12 @@ def test_daily_close_adjustments_and_budget_alerts_through_the_flow(
         assert [m["title"] for m in receiver.received] == ["Budget 50% reached: acme (2026-05)"]
         ingest_file(engine, usage(tmp_path / "b.jsonl", "b", "2026-05-03T10:00:00Z", "2026-05-03T11:00:00Z"))
         summary = billing_rollup(*may, close=True, **params)
-        assert summary.recomputed_days == 0 and summary.customer_cost == 0  # May is closed
+        # May is closed: it bills its first hour still; the second is an adjustment on the first open day.
+        assert (summary.recomputed_days, summary.customer_cost, summary.adjustments_cost) == (
+            0,
+            Decimal("2.70"),
+            0,
+        )
         assert [m["title"] for m in receiver.received] == ["Budget 50% reached: acme (2026-05)"]
     [adjustment] = adjustment_rows(engine, date(2026, 5, 1), date(2099, 12, 31))
     assert (adjustment["usage_day"], adjustment["customer_cost"], adjustment["final"]) == (
