@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,9 +21,13 @@ TEXT_FIELDS = ("source", "event_id", "customer", "project", "job", "supplier", "
 def escaped(raw: bytes) -> str:
     """A row's bytes as storable text: invalid UTF-8 and control characters (NUL, form feed) escaped, so
     any row can be quarantined as it came, on PostgreSQL too."""
-    text = raw.decode("utf-8", errors="backslashreplace")
-    return "".join(c if c >= " " or c == "\t" else f"\\x{ord(c):02x}" for c in text)[:10_000]
+    text = raw[:40_000].decode("utf-8", errors="backslashreplace")
+    if CONTROL.search(text) is None:  # the usual row: nothing to escape
+        return text[:10_000]
+    return CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)[:10_000]
 
+
+CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f]")  # control characters but tab
 
 COLUMNS = (*TEXT_FIELDS, "gpu_count", "start", "end", "duration_seconds")
 

@@ -11,6 +11,8 @@ ledger) are ignored and counted; a row that cannot be billed is quarantined with
 from __future__ import annotations
 
 import json
+import re
+import time
 from collections.abc import Collection, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
@@ -22,6 +24,7 @@ import sqlalchemy as sa
 
 from tasks.audit import record as audit_record
 from tasks.billing.files import REQUIRED, TEXT_FIELDS, read_rows
+from tasks.billing.staging import stage_and_insert
 from tasks.errors import InputError
 from tasks.schema import ingest_batches, quarantine, usage_conflicts, usage_events
 
@@ -67,17 +70,13 @@ class UsageEvent:
         """The event as a usage file row would carry it (what the quarantine keeps of a rejected one)."""
         return {k: v.isoformat() if isinstance(v, datetime) else str(v) for k, v in asdict(self).items()}
 
-    def as_row(self) -> dict[str, Any]:
-        """The event as the ledger stores it, with what a rollup sums (revision 0003)."""
-        fields = {k: v for k, v in asdict(self).items() if k not in ("start", "end")}
-        return {
-            **fields,
-            "start_at": self.start,
-            "end_at": self.end,
-            "start_day": self.start.date(),
-            "end_day": (self.end - ONE_MICROSECOND).date(),
-            "gpu_microseconds": self.gpu_microseconds,
-        }
+    def as_tuple(self) -> tuple[Any, ...]:
+        """The event as the ledger stores it (tasks/billing/staging.COLUMNS), with what a rollup sums."""
+        return (
+            self.source, self.event_id, self.customer, self.project, self.job, self.supplier, self.node,
+            self.gpu_type, self.gpu_count, self.start, self.end, self.start.date(),
+            (self.end - ONE_MICROSECOND).date(), self.gpu_microseconds,
+        )  # fmt: skip
 
 
 def as_utc(value: datetime) -> datetime:
@@ -156,7 +155,7 @@ class Plausible:
     max_id_chars: int = 200
 
     def outside(self, when: datetime) -> bool:
-        return not self.epoch <= when <= datetime.now(UTC) + self.future_skew
+        return not self.epoch <= when <= _now() + self.future_skew
 
     @property
     def outside_reason(self) -> str:
@@ -164,6 +163,17 @@ class Plausible:
 
 
 PLAUSIBLE = Plausible()
+_clock: list[Any] = [-1.0, None]  # (monotonic s, now): a million rows need not read the clock 3 million times
+
+
+def _now() -> datetime:
+    tick = time.monotonic()
+    if tick - _clock[0] > 0.5:
+        _clock[:] = [tick, datetime.now(UTC)]
+    return _clock[1]
+
+
+UNSTORABLE = re.compile("[\x00-\x1f\ud800-\udfff]")  # control characters and lone surrogates
 
 
 def parse_time(value: Any, field_name: str, bounds: Plausible = PLAUSIBLE) -> datetime:
@@ -195,7 +205,7 @@ def _text(record: dict[str, Any], name: str, bounds: Plausible) -> str:
     text = value.strip() if isinstance(value, str) else str(value)
     if len(text) > bounds.max_id_chars:
         raise ValueError(f"{name} is longer than {bounds.max_id_chars} characters")
-    if any(ord(c) < 32 or 0xD800 <= ord(c) <= 0xDFFF for c in text):
+    if UNSTORABLE.search(text):
         raise ValueError(f"{name} contains a control character")
     return text
 
@@ -398,14 +408,12 @@ def write_batch(
             )
             .returning(ingest_batches.c.id)
         ).scalar_one()
-        new_keys = insert_new_events(connection, [a.event for a in events], batch_id, now)
-        inserted = len(new_keys)
-        known = [a for a in events if (a.event.source, a.event.event_id) not in new_keys]
-        held = held_events(connection, [(a.event.source, a.event.event_id) for a in known])
+        staged = stage_and_insert(connection, [a.event.as_tuple() for a in events], batch_id, now)
+        inserted = staged.inserted
         against_ledger = [
             Conflict(a.line, a.raw, a.event.source, a.event.event_id, f"ledger: {changed}")
-            for a in known
-            if (changed := differences(a.event, held[(a.event.source, a.event.event_id)]))
+            for a, held in ((events[pos], held) for pos, held in staged.differing)
+            if (changed := differences(a.event, held_event(a.event, held)))
         ]
         conflicts = [*conflicts, *against_ledger]
         if conflicts:
@@ -440,7 +448,7 @@ def write_batch(
                     for r in rejected
                 ],
             )
-        duplicates = in_file_duplicates + len(known) - len(against_ledger)
+        duplicates = in_file_duplicates + staged.known - len(against_ledger)
         connection.execute(
             ingest_batches.update()
             .where(ingest_batches.c.id == batch_id)
@@ -467,51 +475,21 @@ def write_batch(
     return IngestSummary(batch_id, path, rows, inserted, duplicates, len(rejected), reasons, len(conflicts))
 
 
-def insert_new_events(
-    connection: sa.Connection, events: list[UsageEvent], batch_id: int, now: datetime
-) -> set[tuple[str, str]]:
-    """Insert, skipping (source, event_id) already in the ledger; returns the keys that were new."""
-    if not events:
-        return set()
-    dialect = connection.dialect.name
-    insert: Any
-    if dialect == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    elif dialect == "sqlite":
-        from sqlalchemy.dialects.sqlite import insert
-    else:
-        raise InputError(f"the ledger supports SQLite and PostgreSQL, not {dialect}")
-    new: set[tuple[str, str]] = set()
-    rows = [{**e.as_row(), "batch_id": batch_id, "ingested_at": now} for e in events]
-    c = usage_events.c
-    for start in range(0, len(rows), 5000):  # bounded statements; still one transaction
-        statement = insert(usage_events).on_conflict_do_nothing(index_elements=["source", "event_id"])
-        result = connection.execute(statement.returning(c.source, c.event_id), rows[start : start + 5000])
-        new |= {(row.source, row.event_id) for row in result}
-    return new
-
-
-def held_events(connection: sa.Connection, keys: list[tuple[str, str]]) -> dict[tuple[str, str], UsageEvent]:
-    """The ledger's events for these (source, event id) keys, to compare a re-sent row with."""
-    c = usage_events.c
-    held: dict[tuple[str, str], UsageEvent] = {}
-    for start in range(0, len(keys), 500):
-        query = sa.select(usage_events).where(sa.tuple_(c.source, c.event_id).in_(keys[start : start + 500]))
-        for row in connection.execute(query):
-            held[(row.source, row.event_id)] = UsageEvent(
-                row.source,
-                row.event_id,
-                row.customer,
-                row.project,
-                row.job,
-                row.supplier,
-                row.node,
-                row.gpu_type,
-                Decimal(row.gpu_count).normalize(),
-                as_utc(row.start_at),
-                as_utc(row.end_at),
-            )
-    return held
+def held_event(sent: UsageEvent, held: dict[str, Any]) -> UsageEvent:
+    """The ledger's version of a re-sent event, from the columns staging compared."""
+    return UsageEvent(
+        sent.source,
+        sent.event_id,
+        held["customer"],
+        held["project"],
+        held["job"],
+        held["supplier"],
+        held["node"],
+        held["gpu_type"],
+        Decimal(str(held["gpu_count"])).normalize(),
+        as_utc(held["start_at"]),
+        as_utc(held["end_at"]),
+    )
 
 
 def count_events(engine: sa.Engine) -> int:

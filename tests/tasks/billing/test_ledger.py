@@ -112,7 +112,7 @@ def test_a_batch_is_atomic(engine: sa.Engine, tmp_path: Path, monkeypatch: pytes
     def broken(*args: Any) -> int:
         raise RuntimeError("connection lost between writes")
 
-    monkeypatch.setattr(ledger, "insert_new_events", broken)
+    monkeypatch.setattr(ledger, "stage_and_insert", broken)
     with pytest.raises(RuntimeError):
         ingest_file(engine, write_jsonl(tmp_path / "a.jsonl", event(1), event(2, gpu_type="tpu")))
     with engine.connect() as connection:
