@@ -53,6 +53,11 @@ lock: $(UV)
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks
 
+## Build the flows and metrics-exporter images (rootful podman, a debootstrap base) and start them to check.
+## Not part of `make test`: several minutes, root, and installs Debian packages. See the README.
+images: $(STAMP)
+	PYTHON=$(BIN)/python images/build.sh
+
 lint: $(STAMP)
 	$(BIN)/python -m ruff check flows tasks blocks tests benchmarks
 	$(BIN)/python -m ruff format --check flows tasks blocks tests benchmarks
