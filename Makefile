@@ -37,7 +37,7 @@ up: $(STAMP)
 ## Install and run the tests (CI runs exactly this).
 test: $(STAMP) $(TOOLS_STAMP)
 	$(UV) lock --check --quiet
-	$(BIN)/python -m ruff check flows tasks blocks tests benchmarks
+	$(BIN)/python -m ruff check flows tasks blocks tests benchmarks images
 	$(TOOLS)/bin/checkov --directory k8s --directory images --compact --quiet --skip-download
 	git ls-files -z | xargs -0 $(BIN)/detect-secrets-hook --baseline .secrets.baseline
 	$(BIN)/python -m pytest -q
@@ -59,8 +59,8 @@ images: $(STAMP)
 	PYTHON=$(BIN)/python images/build.sh
 
 lint: $(STAMP)
-	$(BIN)/python -m ruff check flows tasks blocks tests benchmarks
-	$(BIN)/python -m ruff format --check flows tasks blocks tests benchmarks
+	$(BIN)/python -m ruff check flows tasks blocks tests benchmarks images
+	$(BIN)/python -m ruff format --check flows tasks blocks tests benchmarks images
 
 clean:
 	rm -rf $(VENV) $(UV_VENV) $(TOOLS) .gpuflows .pytest_cache .ruff_cache .hypothesis

@@ -1,8 +1,8 @@
 """`gpuflows usage ingest` on 1 M events, through the product path (the CLI in its own process), SQLite and
 PostgreSQL, with dedup and quarantine on.
 
-The file is shaped like the Alibaba GenAI trace (benchmarks/billing.synthesize): JSONL, 1 % of the rows re-sent
-within the file and 0.1 % unbillable (a GPU count that is not a number). Three runs per database:
+The file is shaped like the Alibaba GenAI trace (benchmarks/billing.synthesize): JSONL, 1 % of the rows
+re-sent within the file and 0.1 % unbillable (a GPU count that is not a number). Three runs per database:
 - the file into an empty ledger;
 - the same file again (everything is a duplicate: what a re-sent file costs);
 - a new file of the same size into the now 1 M-event ledger.
