@@ -15,25 +15,10 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from tasks.schema import usage_events
+from tasks.schema import STAGED_COLUMNS, usage_events, usage_staging
 
-# What a staged event carries: the ledger's columns but the batch's, plus its position in the batch.
-COLUMNS = (
-    "source", "event_id", "customer", "project", "job", "supplier", "node", "gpu_type", "gpu_count",
-    "start_at", "end_at", "start_day", "end_day", "gpu_microseconds",
-)  # fmt: skip
+COLUMNS = STAGED_COLUMNS
 COMPARED = ("customer", "project", "job", "supplier", "node", "gpu_type", "gpu_count", "start_at", "end_at")
-
-
-def _staging_table() -> sa.Table:
-    return sa.Table(
-        "usage_staging",
-        sa.MetaData(),
-        sa.Column("pos", sa.Integer, primary_key=True),
-        *(sa.Column(c.name, c.type) for c in usage_events.columns if c.name in COLUMNS),
-        prefixes=["TEMPORARY"],
-        postgresql_on_commit="DROP",
-    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,7 +48,7 @@ def stage_and_insert(
     """rows: tuples in COLUMNS order (times aware UTC). Inserts the new ones as batch_id."""
     if not rows:
         return Staged(0, 0, [])
-    staging = _staging_table()
+    staging = usage_staging()
     staging.create(connection)
     columns = ", ".join(("pos", *COLUMNS))
     raw = connection.connection.dbapi_connection
