@@ -10,6 +10,8 @@ UV_VENV := .venv-uv
 UV := $(UV_VENV)/bin/uv
 TOOLS := .venv-tools
 TOOLS_STAMP := $(TOOLS)/.installed
+PEERS := .venv-peers
+PEERS_STAMP := $(PEERS)/.installed
 export UV_PYTHON := $(PYTHON)
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 
@@ -30,6 +32,12 @@ $(TOOLS_STAMP): requirements-tools.txt $(UV)
 	$(UV) pip sync --quiet --require-hashes --python $(TOOLS)/bin/python requirements-tools.txt
 	touch $(TOOLS_STAMP)
 
+# The forecast benchmark's yardstick (statsforecast) in its own venv: it pins pandas < 3, production must not.
+$(PEERS_STAMP): benchmarks/peers/requirements.txt $(UV)
+	$(UV) venv --quiet --allow-existing $(PEERS)
+	$(UV) pip sync --quiet --require-hashes --python $(PEERS)/bin/python benchmarks/peers/requirements.txt
+	touch $(PEERS_STAMP)
+
 ## Install and start the platform: Prefect server (SQLite), pools, blocks, deployments, a worker.
 up: $(STAMP)
 	$(BIN)/gpuflows up
@@ -47,10 +55,12 @@ lock: $(UV)
 	$(UV) lock $(ARGS)
 	$(UV) pip compile requirements-tools.in --python-version 3.11 --python-platform x86_64-manylinux_2_28 \
 	  --generate-hashes --quiet $(ARGS) -o requirements-tools.txt
+	$(UV) pip compile benchmarks/peers/requirements.in --python-version 3.11 \
+	  --python-platform x86_64-manylinux_2_28 --generate-hashes --quiet $(ARGS) -o benchmarks/peers/requirements.txt
 	$(PYTHON) images/trainer/lock.py
 
 ## Benchmarks: figures for the README, with the peers side by side.
-bench: $(STAMP)
+bench: $(STAMP) $(PEERS_STAMP)
 	$(BIN)/python -m benchmarks
 
 ## Build the flows and metrics-exporter images (rootful podman, a debootstrap base) and start them to check.
@@ -63,4 +73,4 @@ lint: $(STAMP)
 	$(BIN)/python -m ruff format --check flows tasks blocks tests benchmarks images
 
 clean:
-	rm -rf $(VENV) $(UV_VENV) $(TOOLS) .gpuflows .pytest_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) $(UV_VENV) $(TOOLS) $(PEERS) .gpuflows .pytest_cache .ruff_cache .hypothesis

@@ -106,6 +106,7 @@ def billing_rollup(
     rate_card: BlockName = "default",
     budgets: BlockName = "default",
     alert_routes: BlockName = "default",
+    contacts: BlockName = "default",
     statements_dir: Path = Path(".gpuflows/reports/statements"),  # noqa: B008 - an immutable default
 ) -> RollupSummary:
     """Recompute the daily rollup of the open days of a period: GPU-hours, customer cost, supplier payout,
@@ -122,10 +123,11 @@ def billing_rollup(
         rate_card: Name of the RateCard block.
         budgets: Name of the Budgets block.
         alert_routes: Name of the AlertRoutes block (Apprise URLs by channel).
+        contacts: Name of the Contacts block: each customer's own channels (it hears its own alerts).
         statements_dir: Where the per-customer CSV statements are written.
     """
     logger = get_run_logger()
-    billing = billing_resources(ledger, rate_card, budgets, alert_routes)  # each block loaded once
+    billing = billing_resources(ledger, rate_card, budgets, alert_routes, contacts)  # each block loaded once
     today = datetime.now(UTC).date()
     first_day, last_day = first_day or today - timedelta(days=1), last_day or today
     if first_day > last_day:

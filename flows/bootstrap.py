@@ -150,6 +150,7 @@ def set_up(env: dict[str, str]) -> list[str]:
     done.append(f"concurrency limit {server.limit_name} = {server.num_parallel}")
     from blocks.alert_routes import AlertRoutes
     from blocks.budgets import Budgets
+    from blocks.contacts import Contacts
     from blocks.ledger import LedgerDatabase
     from blocks.rate_card import RateCard
 
@@ -159,6 +160,7 @@ def set_up(env: dict[str, str]) -> list[str]:
         (RateCard, RateCard),
         (Budgets, Budgets),  # no budgets until an operator adds them in the UI
         (AlertRoutes, AlertRoutes),  # no channels until an operator adds Apprise URLs
+        (Contacts, Contacts),  # no customer or supplier contacts until an operator adds them
     ):
         done.append(ensure_block(block_class, make))
     done.append(seed_ledger(LedgerDatabase.load("default").url.get_secret_value()))

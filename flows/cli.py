@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import sys
+from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -328,6 +329,51 @@ def deploy() -> None:
     for line in lines:
         click.echo(f"  ✓ {line}")
     click.echo("deployments and automations registered")
+
+
+@cli.group()
+def demo() -> None:
+    """The demo's loopback mail: a mailbox, and contacts for every customer and supplier."""
+
+
+@demo.command("mailbox")
+@click.option("--port", default=2525, show_default=True, help="SMTP port on 127.0.0.1")
+@click.option("--folder", type=click.Path(path_type=Path), help="Default: the checkout's .gpuflows/mailbox")
+def demo_mailbox(port: int, folder: Path | None) -> None:
+    """Receive mail on 127.0.0.1 until Ctrl-C; each message is filed under its recipient."""
+    import time
+
+    from flows.bootstrap import STATE_DIR
+    from flows.demo_mail import mailbox
+
+    folder = folder or STATE_DIR / "mailbox"
+    with mailbox(folder, port=port):
+        click.echo(f"SMTP on 127.0.0.1:{port}; messages in {folder}/<recipient>/ (Ctrl-C to stop)")
+        try:
+            while True:
+                time.sleep(3600)
+        except KeyboardInterrupt:
+            pass
+
+
+@demo.command("contacts")
+@click.option("--port", default=2525, show_default=True, help="The demo mailbox's SMTP port")
+@click.option("--block", default="default", show_default=True, help="Contacts block to write")
+@ledger_option
+def demo_contacts_command(port: int, block: str, database: str | None) -> None:
+    """Give every customer and supplier of the ledger its own address on the demo mailbox (Contacts block)."""
+    from flows.demo_mail import demo_contacts
+
+    try:
+        contacts = demo_contacts(open_ledger(database), port=port)
+    except GpuflowsError as exc:
+        _fail(str(exc))
+    contacts.save(block, overwrite=True)
+    kinds = Counter(c.kind for c in contacts.contacts)
+    click.echo(
+        f"Contacts block {block!r}: {kinds['customer']} customers, {kinds['supplier']} suppliers, "
+        f"each at its own address on 127.0.0.1:{port}"
+    )
 
 
 if __name__ == "__main__":

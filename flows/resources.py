@@ -12,6 +12,7 @@ import sqlalchemy as sa
 
 from blocks.alert_routes import AlertRoutes
 from blocks.budgets import Budgets
+from blocks.contacts import Contacts
 from blocks.ledger import LedgerDatabase
 from blocks.rate_card import RateCard
 from tasks.alerts import Alert, Delivery, send_alert
@@ -19,6 +20,7 @@ from tasks.audit import redact
 from tasks.billing.budgets import BudgetLine
 from tasks.billing.ledger import accepted_gpu_types
 from tasks.billing.rollup import Rate, rates_from
+from tasks.contacts import Directory
 from tasks.database import connect
 from tasks.errors import GpuflowsError
 
@@ -68,22 +70,45 @@ class Billing:
     send: Send = field(repr=False)
 
 
-def billing_resources(ledger: str, rate_card: str, budgets: str, alert_routes: str) -> Billing:
+def billing_resources(
+    ledger: str, rate_card: str, budgets: str, alert_routes: str, contacts: str = "default"
+) -> Billing:
     engine = ledger_engine(ledger)
-    return Billing(engine, prices(rate_card), budget_policy(budgets), alert_sender(alert_routes))
+    return Billing(engine, prices(rate_card), budget_policy(budgets), alert_sender(alert_routes, contacts))
 
 
-def alert_sender(block: str, attempts: int = 3, backoff_s: float = 2.0) -> Send:
-    """Sends an alert through the AlertRoutes block `block`, loaded once, when the first alert is due. An
-    alert that could not be sent says so in the run's own log (what the UI shows), then the error goes to
-    the caller."""
-    loaded: list[dict[str, list[str]]] = []
+def directory(alert_routes: str, contacts: str) -> Directory:
+    """The operators' routing and every customer's and supplier's own (tasks/contacts.py). Without a
+    Contacts block, nobody but the operators hears anything: said once, in the run's log."""
+    operators = AlertRoutes.load(alert_routes).channels()
+    try:
+        return Contacts.load(contacts).directory(operators)
+    except ValueError:
+        run_logger().warning(
+            "no Contacts block %r: alerts reach the operators only, and no customer or supplier receives "
+            "documents; add one in the UI (gpuflows Contacts)",
+            contacts,
+        )
+        return Directory(operators)
+
+
+def alert_sender(
+    alert_routes: str, contacts: str = "default", attempts: int = 3, backoff_s: float = 2.0
+) -> Send:
+    """Sends an alert to the operators (AlertRoutes block) and, when it is about a customer, to that
+    customer's own channels (Contacts block); both loaded once, when the first alert is due. A customer
+    without a contact is a warning in the run's log, never a silent skip. An alert that could not be sent
+    says so in the run's own log (what the UI shows), then the error goes to the caller."""
+    loaded: list[Directory] = []
 
     def send(alert: Alert) -> list[Delivery]:
         try:
             if not loaded:
-                loaded.append(AlertRoutes.load(block).channels())
-            return send_alert(alert, loaded[0], attempts, backoff_s)
+                loaded.append(directory(alert_routes, contacts))
+            channels, warning = loaded[0].alert_channels(alert.urgency, alert.customer)
+            if warning:
+                run_logger().warning("%s (%s)", warning, alert.title)
+            return send_alert(alert, channels, attempts, backoff_s)
         except Exception as error:
             reason = str(error) if isinstance(error, GpuflowsError) else f"{type(error).__name__}: {error}"
             run_logger().error("ALERT NOT SENT (%s) %r: %s", alert.urgency, alert.title, redact(reason))

@@ -16,12 +16,16 @@ from prefect.cache_policies import NO_CACHE
 from pydantic import Field
 
 from flows.audit_hooks import AUDITED
-from flows.parameters import BlockName, IsoDateTime
-from flows.resources import Billing, billing_resources
+from flows.delivery import deliver_task, missing_contacts, report
+from flows.parameters import BlockName, IsoDateTime, Outage
+from flows.resources import Billing, billing_resources, directory
 from tasks.alerts import AlertDeliveryError
+from tasks.billing.deliveries import Delivered, Outgoing
 from tasks.billing.statements import safe_name
+from tasks.contacts import Directory
 from tasks.forecast.alerts import Decided
-from tasks.forecast.models import SeriesForecast, forecast_many
+from tasks.forecast.batch import forecast_many
+from tasks.forecast.models import SeriesForecast
 from tasks.forecast.outlook import (
     ForecastSummary,
     alert_anomalies,
@@ -31,6 +35,8 @@ from tasks.forecast.outlook import (
     supplier_outlooks,
 )
 from tasks.forecast.reports import (
+    CustomerOutlook,
+    SupplierOutlook,
     customer_chart,
     customer_csv,
     customer_markdown,
@@ -39,6 +45,7 @@ from tasks.forecast.reports import (
 )
 from tasks.forecast.series import WindowUsage, floor_hour, hourly_series
 from tasks.forecast.store import store_forecasts
+from tasks.forecast.weekly import week_of, weekly_outgoing
 
 
 def artifact_key(prefix: str, owner: str) -> str:
@@ -55,8 +62,14 @@ def build_series_task(billing: Billing, as_of: datetime, history_days: int) -> W
 
 
 @task(name="fit-and-forecast", cache_policy=NO_CACHE)
-def forecast_task(window: WindowUsage, as_of: datetime, horizon: int, method: str) -> list[SeriesForecast]:
-    return forecast_many(plan_jobs(window, as_of, horizon, method))
+def forecast_task(
+    window: WindowUsage,
+    as_of: datetime,
+    horizon: int,
+    method: str,
+    outages: list[tuple[datetime, datetime]],
+) -> list[SeriesForecast]:
+    return forecast_many(plan_jobs(window, as_of, horizon, method, outages))
 
 
 @task(name="check-anomalies", cache_policy=NO_CACHE)
@@ -84,7 +97,7 @@ def reports_task(
     as_of: datetime,
     report_customers: int,
     reports_dir: Path,
-) -> tuple[int, int, list[Decided]]:
+) -> tuple[list[CustomerOutlook], list[SupplierOutlook], list[Decided]]:
     engine, rates, currency = billing.engine, billing.prices.rates, billing.prices.currency
     lines = billing.budgets.lines
     by_key = {f.key: f for f in forecasts}
@@ -110,7 +123,20 @@ def reports_task(
             description=f"{outlook.supplier}: utilisation, idle capacity, forecast demand and payout",
         )
     paced = alert_pace(engine, customers, lines, as_of, billing.send)
-    return len(customers), len(suppliers), paced
+    return customers, suppliers, paced
+
+
+@task(name="weekly-reports", cache_policy=NO_CACHE)
+def weekly_task(
+    customers: list[CustomerOutlook],
+    suppliers: list[SupplierOutlook],
+    people: Directory,
+    as_of: datetime,
+    reports_dir: Path,
+) -> tuple[list[Outgoing], list[Delivered]]:
+    outgoing, missing = weekly_outgoing(customers, suppliers, people, reports_dir / "weekly", as_of)
+    week = week_of(as_of)
+    return outgoing, [d for kind, owners in missing for d in missing_contacts(kind, "forecast", owners, week)]
 
 
 @flow(
@@ -129,7 +155,10 @@ def usage_forecast(
     rate_card: BlockName = "default",
     budgets: BlockName = "default",
     alert_routes: BlockName = "default",
+    contacts: BlockName = "default",
     reports_dir: Path = Path(".gpuflows/reports/forecast"),  # noqa: B008 - an immutable default
+    outages: list[Outage] | None = None,
+    deliver_reports: bool = False,
 ) -> ForecastSummary:
     """Forecast GPU usage per customer, supplier, GPU type and in total; report to customers and suppliers;
     alert when a budget is on pace to be exceeded or an hour's usage leaves the forecast's 99 % band.
@@ -141,20 +170,28 @@ def usage_forecast(
         history_days: Days of hourly history each model is fitted on.
         report_customers: Customers with a chart and a UI artifact (budgets first, then the busiest); every
             active customer gets a CSV.
-        method: `combination` (default): the mean of the statistical models, the worst on each series'
-            backtest left out (seasonal naive is the yardstick, not a member). `best`: the single model with
-            the lowest backtest MASE, never worse than seasonal naive there.
+        method: `combination` (default): the mean of the models and seasonal naive, the worst on each
+            series' backtest left out, then the current regime (idle stays idle, a cluster that woke up is
+            forecast at its new level). `best`: the single model with the lowest backtest MASE, never worse
+            than seasonal naive there.
         ledger: Name of the LedgerDatabase block.
         rate_card: Name of the RateCard block.
         budgets: Name of the Budgets block.
         alert_routes: Name of the AlertRoutes block.
+        contacts: Name of the Contacts block: each customer's own channels (it hears its own alerts).
         reports_dir: Where the CSV and PNG reports are written.
+        deliver_reports: Email each customer and supplier that asked for one (Contacts block) its own
+            report: chart, table and projected month end. Once per recipient and ISO week (the weekly
+            schedule sets it).
+        outages: Platform outages the operator declares (start, end; UTC): those hours are filled for
+            fitting and never scored. A quiet cluster is not an outage: its zeros are data.
     """
     logger = get_run_logger()
-    billing = billing_resources(ledger, rate_card, budgets, alert_routes)  # each block loaded once
+    billing = billing_resources(ledger, rate_card, budgets, alert_routes, contacts)  # each block loaded once
     start = floor_hour(as_of)
     window = build_series_task(billing, start, history_days)
-    forecasts = forecast_task(window, start, horizon_hours, method)
+    declared = [(o.start, o.end) for o in outages or []]
+    forecasts = forecast_task(window, start, horizon_hours, method, declared)
     models = Counter(f.model for f in forecasts)
     fallbacks = [f for f in forecasts if f.reason.startswith("fallback")]
     logger.info("%d series fitted: %s; %d fallbacks", len(forecasts), dict(models), len(fallbacks))
@@ -163,6 +200,11 @@ def usage_forecast(
     customers, suppliers, paced = reports_task(
         billing, window, forecasts, start, report_customers, reports_dir
     )
+    delivered: list[Delivered] = []
+    if deliver_reports:  # the weekly schedule: each customer and supplier that asked gets its own report
+        people = directory(alert_routes, contacts)
+        outgoing, delivered = weekly_task(customers, suppliers, people, start, reports_dir)
+        delivered = deliver_task(billing.engine, people, outgoing) + delivered
     create_table_artifact(
         key="usage-forecast",
         table=[
@@ -178,6 +220,9 @@ def usage_forecast(
         description=f"as of {start:%Y-%m-%d %H:00} UTC: {len(forecasts)} series, "
         f"{len(anomalies)} anomaly and {len(paced)} pace alert(s)",
     )
+    if deliver_reports:
+        sent = sum(d.status == "sent" for d in delivered)
+        report("deliveries-forecast", delivered, f"week {week_of(start)}: {sent} forecast report(s) sent")
     failed = [d for d in anomalies + paced if d.status == "failed"]
     if failed:  # recorded as failed and retried next run; the run itself must show it
         raise AlertDeliveryError(
@@ -192,6 +237,7 @@ def usage_forecast(
         len(fallbacks),
         len(anomalies),
         len(paced),
-        customers,
-        suppliers,
+        len(customers),
+        len(suppliers),
+        sum(d.status == "sent" for d in delivered),
     )

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 from urllib.parse import parse_qsl, urlsplit
 
@@ -41,6 +43,7 @@ class Alert:
     urgency: Urgency
     title: str
     body: str
+    customer: str | None = None  # whose numbers it tells: that customer hears it too (tasks/contacts.py)
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +79,21 @@ class Redact(logging.Filter):
         return True
 
 
+@contextmanager
+def _redacted(urls: Sequence[str]) -> Iterator[None]:
+    """Apprise logs its URLs; urllib3 (under Apprise's HTTP plugins) logs request paths, where tokens live:
+    both pass through a filter that masks the URLs' secrets while Apprise works."""
+    redact = Redact(set().union(*(secret_parts(u) for u in urls)))
+    logs = [logging.getLogger(name) for name in ("apprise", "urllib3.connectionpool")]
+    for log in logs:
+        log.addFilter(redact)
+    try:
+        yield
+    finally:
+        for log in logs:
+            log.removeFilter(redact)
+
+
 def send_alert(
     alert: Alert, channels: Mapping[str, Sequence[str]], attempts: int = 3, backoff_s: float = 2.0
 ) -> list[Delivery]:
@@ -86,17 +104,8 @@ def send_alert(
             f"no channel configured for {alert.urgency} alerts ({' or '.join(ROUTES[alert.urgency])}); "
             "add Apprise URLs to the AlertRoutes block"
         )
-    secrets = set().union(*(secret_parts(u) for c in routed for u in channels[c]))
-    # Apprise logs its URLs; urllib3 (under Apprise's HTTP plugins) logs request paths, where tokens live.
-    logs = [logging.getLogger(name) for name in ("apprise", "urllib3.connectionpool")]
-    redact = Redact(secrets)
-    for log in logs:
-        log.addFilter(redact)
-    try:
+    with _redacted([u for c in routed for u in channels[c]]):
         deliveries = [_deliver(alert, channel, channels[channel], attempts, backoff_s) for channel in routed]
-    finally:
-        for log in logs:
-            log.removeFilter(redact)
     failed = [d.channel for d in deliveries if not d.delivered]
     if failed:
         raise AlertDeliveryError(
@@ -106,7 +115,36 @@ def send_alert(
     return deliveries
 
 
-def _deliver(alert: Alert, channel: str, urls: Sequence[str], attempts: int, backoff_s: float) -> Delivery:
+def send_email(
+    urls: Sequence[str],
+    title: str,
+    body: str,
+    attachments: Sequence[Path] = (),
+    attempts: int = 3,
+    backoff_s: float = 2.0,
+) -> Delivery:
+    """An email (HTML body) with attachments to every URL, retried with backoff; AlertDeliveryError when it
+    could not be delivered, naming the attempts, never a URL."""
+    if not urls:
+        raise AlertDeliveryError("no email URL to send to")
+    with _redacted(urls):
+        delivery = _deliver(
+            Alert("info", title, body), "email", urls, attempts, backoff_s, attachments, html=True
+        )
+    if not delivery.delivered:
+        raise AlertDeliveryError(f"email {title!r} not delivered after {attempts} attempts")
+    return delivery
+
+
+def _deliver(
+    alert: Alert,
+    channel: str,
+    urls: Sequence[str],
+    attempts: int,
+    backoff_s: float,
+    attachments: Sequence[Path] = (),
+    html: bool = False,
+) -> Delivery:
     notifier = apprise.Apprise()
     for index, url in enumerate(urls, start=1):
         if not notifier.add(url):
@@ -117,7 +155,14 @@ def _deliver(alert: Alert, channel: str, urls: Sequence[str], attempts: int, bac
         retry=retry_if_result(lambda ok: not ok),
         retry_error_callback=lambda state: False,
     )
+    extra: dict[str, object] = {"body_format": apprise.NotifyFormat.HTML} if html else {}
+    if attachments:
+        extra["attach"] = apprise.AppriseAttachment([str(p) for p in attachments])
     delivered = retrying(
-        notifier.notify, title=alert.title, body=alert.body, notify_type=APPRISE_TYPES[alert.urgency]
+        notifier.notify,
+        title=alert.title,
+        body=alert.body,
+        notify_type=APPRISE_TYPES[alert.urgency],
+        **extra,
     )
     return Delivery(channel, bool(delivered), retrying.statistics.get("attempt_number", 1))

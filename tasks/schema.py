@@ -244,6 +244,21 @@ forecast_alerts = sa.Table(
 )
 
 
+# ---------- documents delivered to customers and suppliers: once per (recipient, document, period)
+deliveries = sa.Table(
+    "deliveries",
+    metadata,
+    sa.Column("kind", sa.String(20), primary_key=True),  # customer or supplier
+    sa.Column("recipient", sa.String(200), primary_key=True),  # its id, never an address
+    sa.Column("document", sa.String(20), primary_key=True),  # invoice, payout, forecast
+    sa.Column("period", sa.String(40), primary_key=True),  # 2026-05 (a month) or 2026-W21 (a week)
+    sa.Column("status", sa.String(20), nullable=False),  # pending, sent, failed
+    sa.Column("attempts", sa.Integer, nullable=False),
+    sa.Column("detail", sa.Text, nullable=False),  # what was sent, or why it failed (no secrets)
+    sa.Column("recorded_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+
 # ---------- the audit trail (append-only: triggers refuse UPDATE and DELETE)
 audit_log = sa.Table(
     "audit_log",

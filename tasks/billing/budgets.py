@@ -110,6 +110,7 @@ def check_budgets(
             f"Budget {threshold}% reached: {budget.scope} ({month:%Y-%m})",
             f"{budget.scope} has spent {spend} {currency} of its {budget.monthly_amount} {currency} "
             f"budget for {month:%B %Y} ({_percent(spend, budget.monthly_amount)} %).",
+            customer=budget.customer,
         )
         try:
             send(alert)

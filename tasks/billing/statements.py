@@ -31,33 +31,35 @@ def statement_path(out_dir: Path, statement: Statement, owner: str) -> Path:
 def write_statements(statement: Statement, out_dir: Path) -> list[Path]:
     """invoice-<customer>-<first>-<last>.csv or payout-<supplier>-…; the last line is the owner's total."""
     out_dir.mkdir(parents=True, exist_ok=True)
+    return [write_statement_of(statement, owner, out_dir) for owner in statement.owners()]
+
+
+def write_statement_of(statement: Statement, owner: str, out_dir: Path) -> Path:
+    """One owner's lines and total, and nobody else's."""
     who = "customer" if statement.kind == "invoice" else "supplier"
     extra = CAPACITY if statement.kind == "payout" else ()
-    written = []
-    for owner in statement.owners():
-        path = statement_path(out_dir, statement, owner)
-        with path.open("w", newline="", encoding="utf-8") as handle:
-            writer = csv.writer(handle)
-            writer.writerow([who, *COLUMNS, *extra])
-            for line in statement.lines_of(owner):
-                writer.writerow(
-                    [
-                        owner,
-                        f"{line.month:%Y-%m}",
-                        line.project,
-                        line.gpu_type,
-                        line.description,
-                        line.gpu_hours,
-                        f"{line.amount:.2f}",
-                        statement.currency,
-                        *(
-                            ("" if v is None else v for v in (line.capacity_gpu_hours, line.idle_gpu_hours))
-                            if extra
-                            else ()
-                        ),
-                    ]
-                )
-            total = f"{statement.total_of(owner):.2f}"
-            writer.writerow([owner, "total", "", "", "", "", total, statement.currency, *("" for _ in extra)])
-        written.append(path)
-    return written
+    path = statement_path(out_dir, statement, owner)
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow([who, *COLUMNS, *extra])
+        for line in statement.lines_of(owner):
+            writer.writerow(
+                [
+                    owner,
+                    f"{line.month:%Y-%m}",
+                    line.project,
+                    line.gpu_type,
+                    line.description,
+                    line.gpu_hours,
+                    f"{line.amount:.2f}",
+                    statement.currency,
+                    *(
+                        ("" if v is None else v for v in (line.capacity_gpu_hours, line.idle_gpu_hours))
+                        if extra
+                        else ()
+                    ),
+                ]
+            )
+        total = f"{statement.total_of(owner):.2f}"
+        writer.writerow([owner, "total", "", "", "", "", total, statement.currency, *("" for _ in extra)])
+    return path

@@ -149,6 +149,7 @@ def anomaly_alert(anomaly: Anomaly) -> Alert:
         f"{anomaly.customer} used {anomaly.observed:.2f} GPU-hours in the hour from "
         f"{anomaly.hour:%Y-%m-%d %H:00} UTC; the forecast expected {anomaly.expected:.2f} "
         f"(99 % band {anomaly.lower99:.2f} to {anomaly.upper99:.2f}).",
+        customer=anomaly.customer,
     )
 
 
@@ -159,6 +160,7 @@ def pace_alert(p: PaceAlert, currency: str) -> Alert:
         f"At the current rate your budget is reached on {p.reached_on:%Y-%m-%d}: {p.budget.scope} has spent "
         f"{p.spent} {currency} of {p.budget.monthly_amount} {currency} in {p.month:%B %Y}, and the forecast "
         f"projects {p.projected} {currency} by the end of the month.",
+        customer=p.budget.customer,
     )
 
 

@@ -29,11 +29,17 @@ from __future__ import annotations
 
 import math
 import warnings
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pandas as pd
 from scipy.stats import norm
+
+from tasks.forecast.gaps import MIN_OUTAGE, Cleaned, clean, common_idle_runs, seasonal_profile
+from tasks.forecast.regimes import current_regime
+
+__all__ = ["MIN_OUTAGE", "Cleaned", "clean", "common_idle_runs", "seasonal_profile"]  # and what follows
 
 LEVELS = (80, 95, 99)
 BASELINE = "seasonal_naive"
@@ -41,8 +47,8 @@ MODELS = (BASELINE, "ets", "holt_winters_damped", "sarimax", "stl_ets")
 COMBINATION = "combination"
 METHODS = (COMBINATION, "best")
 INTERMITTENT_ZERO_SHARE = 0.5
+INTERMITTENT = "intermittent"  # the model name of the intermittent forecast
 SPORADIC_RUN = 2  # intermittent demand comes in short spells; long idle/busy regimes are modelled instead
-MIN_OUTAGE = 6  # consecutive zero steps before a zero run can be an outage
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,14 +56,6 @@ class Forecast:
     mean: np.ndarray
     lower: dict[int, np.ndarray]  # level → bound
     upper: dict[int, np.ndarray]
-
-
-@dataclass(frozen=True, slots=True)
-class Cleaned:
-    values: np.ndarray  # gaps filled for fitting
-    observed: np.ndarray  # False where missing or in an outage: never scored
-    outages: list[tuple[int, int]]  # (first index, length) of zero runs treated as outages
-    missing: int
 
 
 @dataclass(slots=True)
@@ -84,57 +82,6 @@ class SeriesForecast:
         """Sum over the horizon of the mean, or of the lower/upper bound at `level`."""
         values = self.forecast.mean if level is None else getattr(self.forecast, side)[level]
         return float(values[: self.horizon].sum())
-
-
-# ------------------------------------------------------------------------------------------------ gaps
-
-
-def seasonal_profile(values: np.ndarray, usable: np.ndarray, season: int) -> np.ndarray:
-    """Median of the usable values at each phase of the season (NaN where a phase has none)."""
-    profile = np.full(season, np.nan)
-    phases = np.arange(len(values)) % season
-    for phase in range(season):
-        picked = values[(phases == phase) & usable]
-        if picked.size:
-            profile[phase] = np.median(picked)
-    return profile
-
-
-def clean(values: np.ndarray, season: int, min_outage: int = MIN_OUTAGE) -> Cleaned:
-    """Detect missing steps and outages, fill both from the seasonal profile for fitting."""
-    values = np.asarray(values, dtype=float)
-    missing = np.isnan(values)
-    usable = ~missing
-    outages: list[tuple[int, int]] = []
-    zero = (values == 0) & usable
-    run_start = None
-    for i in range(len(values) + 1):
-        if i < len(values) and zero[i]:
-            run_start = i if run_start is None else run_start
-            continue
-        if run_start is not None and i - run_start >= min_outage:
-            outages.append((run_start, i - run_start))
-        run_start = None
-    in_runs = np.zeros(len(values), dtype=bool)
-    for start, length in outages:
-        in_runs[start : start + length] = True
-    profile = seasonal_profile(values, usable & ~in_runs, season)
-    phases = np.arange(len(values)) % season
-    confirmed = []
-    for start, length in outages:
-        expected = profile[phases[start : start + length]]
-        # An outage only where the rest of the history says these hours are busy, not a quiet night.
-        if np.nanmean(np.nan_to_num(expected) > 0) >= 0.8 and np.nanmedian(expected) > 0:
-            confirmed.append((start, length))
-    observed = usable.copy()
-    for start, length in confirmed:
-        observed[start : start + length] = False
-    profile = seasonal_profile(values, observed, season)
-    fallback = float(np.nanmedian(values[observed])) if observed.any() else 0.0
-    filled = values.copy()
-    gaps = ~observed
-    filled[gaps] = np.nan_to_num(profile[phases[gaps]], nan=fallback)
-    return Cleaned(filled, observed, confirmed, int(missing.sum()))
 
 
 # ------------------------------------------------------------------------------------------------ models
@@ -363,6 +310,24 @@ def croston_sba(y: np.ndarray, h: int, alpha: float = 0.1) -> Forecast:
     return Forecast(mean, lower, upper)
 
 
+def seasonal_median(y: np.ndarray, h: int, season: int, seasons: int = 7) -> Forecast:
+    """For intermittent usage: at each hour of the day, the median of that hour over the last `seasons` days.
+    A customer busy a few hours a day is mostly zero at any hour, and absolute error is least at the median:
+    Croston's mean level spreads the bursts thin over every hour and misses both. Bounds: the quantiles of
+    those days' values at the hour, pooled with the whole window's so a few days still give a spread."""
+    days = min(seasons, len(y) // season)
+    window = np.asarray(y[len(y) - days * season :], dtype=float).reshape(days, season)
+    phase = np.arange(len(y), len(y) + h) % season
+    mean = np.median(window, axis=0)[phase]
+    lower, upper = {}, {}
+    for level in LEVELS:
+        lo, hi = 50 - level / 2, 50 + level / 2
+        pooled_hi = float(np.percentile(window, hi))
+        upper[level] = np.maximum(np.maximum(np.percentile(window, hi, axis=0)[phase], pooled_hi), mean)
+        lower[level] = np.minimum(np.percentile(window, lo, axis=0)[phase], mean)
+    return Forecast(mean, lower, upper)
+
+
 # ------------------------------------------------------------------------------------------------ selection
 
 
@@ -435,7 +400,9 @@ def backtest(
         _score(result, name, forecasts, cleaned, scored, scales, horizon)
     if not paths:
         raise ValueError(f"every model failed: {result.failed}")
-    ranked = sorted((m for m in paths if m != BASELINE), key=lambda name: result.mase[name]) or [BASELINE]
+    # Seasonal naive is a member too: an anchor that keeps the mean near the yardstick where the models
+    # stray on a series they fit badly (on the benchmark it lowered the worst series' ratio to it).
+    ranked = sorted(paths, key=lambda name: result.mase[name])
     # The worst model is left out when at least three remain: a trimmed mean, robust to one bad member.
     result.members = tuple(ranked[:-1] if len(ranked) >= 3 else ranked)
     combined = [combine([paths[m][i] for m in result.members]) for i in range(len(scored))]
@@ -484,7 +451,7 @@ def choose(result: Backtest, method: str = COMBINATION) -> tuple[str, str]:
     single model with the lowest backtest MASE, seasonal naive winning ties, so never worse than it there."""
     baseline = result.mase.get(BASELINE, math.inf)
     if method == COMBINATION:
-        left_out = sorted(set(result.mase) - set(result.members) - {COMBINATION, BASELINE})
+        left_out = sorted(set(result.mase) - set(result.members) - {COMBINATION})
         why = f"combination of {', '.join(result.members)}" + (
             f" ({', '.join(left_out)} left out: worst on the backtest)" if left_out else ""
         )
@@ -507,10 +474,27 @@ def forecast_series(
     extra_horizon: int = 0,
     models: tuple[str, ...] = MODELS,
     method: str = COMBINATION,
+    outages: Sequence[tuple[int, int]] = (),
 ) -> SeriesForecast:
-    """Clean, backtest (or fall back explicitly), forecast `horizon + extra_horizon` steps with the chosen
-    model or the combination."""
-    cleaned = clean(values, season)
+    """Clean (missing steps and declared outages), backtest (or fall back explicitly), forecast
+    `horizon + extra_horizon` steps with the chosen model or the combination, then follow the current regime
+    (idle stays idle, a cluster that woke up stays busy)."""
+    cleaned = clean(values, season, outages)
+    return _following(
+        _modelled(key, cleaned, season, horizon, origins, extra_horizon, models, method), season
+    )
+
+
+def _modelled(
+    key: str,
+    cleaned: Cleaned,
+    season: int,
+    horizon: int,
+    origins: int,
+    extra_horizon: int,
+    models: tuple[str, ...],
+    method: str,
+) -> SeriesForecast:
     y = cleaned.values
     steps = horizon + extra_horizon
     n = len(y)
@@ -526,10 +510,11 @@ def forecast_series(
         return SeriesForecast(key, "croston_sba", reason, croston_sba(y, steps), None, cleaned, horizon)
     if zero_share > INTERMITTENT_ZERO_SHARE and busy_run <= SPORADIC_RUN:
         reason = (
-            f"fallback: intermittent ({zero_share:.0%} of steps are zero, busy spells of {busy_run:g} "
-            "step(s)): Croston (SBA)"
+            f"intermittent ({zero_share:.0%} of steps are zero, busy spells of {busy_run:g} step(s)): the "
+            "mean of seasonal naive and the seasonal median of the last 7 days"
         )
-        return SeriesForecast(key, "croston_sba", reason, croston_sba(y, steps), None, cleaned, horizon)
+        forecast = combine([seasonal_naive(y, steps, season), seasonal_median(y, steps, season)])
+        return SeriesForecast(key, INTERMITTENT, reason, forecast, None, cleaned, horizon)
     usable_origins = min(origins, (n - 2 * season) // horizon)
     if usable_origins < 1:
         reason = f"fallback: history too short for a backtest origin ({n} steps): seasonal naive"
@@ -556,39 +541,21 @@ def forecast_series(
     return SeriesForecast(key, chosen, reason, forecast, result, cleaned, horizon)
 
 
-# ------------------------------------------------------------------------------------------------ many series
-
-
-@dataclass(frozen=True, slots=True)
-class SeriesJob:
-    key: str
-    values: np.ndarray
-    season: int
-    horizon: int
-    extra_horizon: int = 0
-    method: str = COMBINATION
-
-
-def _run_batch(jobs: list[SeriesJob]) -> list[SeriesForecast]:
-    return [
-        forecast_series(j.key, j.values, j.season, j.horizon, extra_horizon=j.extra_horizon, method=j.method)
-        for j in jobs
-    ]
-
-
-def forecast_many(jobs: list[SeriesJob], workers: int | None = None) -> list[SeriesForecast]:
-    """Every job, in order, on `workers` processes (default: every core), in batches: one process start and
-    one statsmodels import per worker, not per series."""
-    import multiprocessing
-    import os
-    from concurrent.futures import ProcessPoolExecutor
-
-    workers = max(1, min(workers or os.cpu_count() or 1, len(jobs)))
-    if workers == 1 or len(jobs) < 4:
-        return _run_batch(jobs)
-    # Interleaved batches balance long and short series; spawn, because the caller may hold threads.
-    batches = [jobs[i::workers] for i in range(workers)]
-    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-        results = list(pool.map(_run_batch, batches))
-    by_key = {f.key: f for batch in results for f in batch}
-    return [by_key[j.key] for j in jobs]
+def _following(result: SeriesForecast, season: int) -> SeriesForecast:
+    """The forecast after the current regime (tasks/forecast/regimes.py): idle stays idle, woken stays
+    busy. Intermittent series are left alone: a quiet day and a burst are their normal, not a shift."""
+    cleaned = result.cleaned
+    if result.model == INTERMITTENT:
+        return result
+    regime = current_regime(cleaned.values, cleaned.observed, season)
+    if regime.kind == "steady":
+        return result
+    fc, steps = result.forecast, len(result.forecast.mean)
+    if regime.kind == "idle":
+        zeros = np.zeros(steps)
+        forecast = Forecast(zeros, {lv: zeros for lv in LEVELS}, fc.upper)
+    else:
+        since = cleaned.values[cleaned.observed][-regime.steps :]
+        sigma = max(float(np.std(since)), 0.25 * regime.level)
+        forecast = _bounds(np.full(steps, regime.level), sigma * np.sqrt(1 + np.arange(steps) / season))
+    return replace(result, forecast=forecast, reason=f"{result.reason}; {regime.describe()}")

@@ -18,7 +18,9 @@ from tasks.billing.budgets import BudgetLine, month_spend
 from tasks.billing.capacity import capacity_between
 from tasks.billing.rollup import CENT, Rate, find_rate
 from tasks.forecast.alerts import Decided, anomaly_alert, find_anomalies, pace, pace_alert, send_once
-from tasks.forecast.models import COMBINATION, SeriesForecast, SeriesJob
+from tasks.forecast.batch import SeriesJob
+from tasks.forecast.gaps import outage_steps
+from tasks.forecast.models import COMBINATION, SeriesForecast
 from tasks.forecast.reports import CustomerOutlook, SupplierOutlook
 from tasks.forecast.series import UsageSeries, WindowUsage
 
@@ -34,6 +36,7 @@ class ForecastSummary:
     pace_alerts: int
     customer_reports: int
     supplier_reports: int
+    reports_delivered: int = 0  # weekly reports emailed this run
 
 
 def month_end(as_of: datetime) -> datetime:
@@ -42,10 +45,15 @@ def month_end(as_of: datetime) -> datetime:
 
 
 def plan_jobs(
-    window: WindowUsage, as_of: datetime, horizon: int, method: str = COMBINATION
+    window: WindowUsage,
+    as_of: datetime,
+    horizon: int,
+    method: str = COMBINATION,
+    outages: Sequence[tuple[datetime, datetime]] = (),
 ) -> list[SeriesJob]:
     """Hourly series with a daily season; customers' forecasts reach the end of the month (for the
-    month-end projection), the others stop at the horizon. All-zero series are not fitted."""
+    month-end projection), the others stop at the horizon. All-zero series are not fitted. Declared platform
+    outages ((start, end), UTC) are filled for fitting and never scored; every other zero is data."""
     to_month_end = int((month_end(as_of) - as_of) / timedelta(hours=1))
     return [
         SeriesJob(
@@ -55,6 +63,7 @@ def plan_jobs(
             horizon=horizon,
             extra_horizon=max(0, to_month_end - horizon) if s.dimension == "customer" else 0,
             method=method,
+            outages=outage_steps(outages, s.start, len(s.gpu_hours)),
         )
         for s in window.series
         if s.gpu_hours.any()

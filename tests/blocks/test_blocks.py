@@ -93,3 +93,62 @@ def test_the_alert_block_bounds_its_retries_and_knows_the_run_line() -> None:
         "train run x ended Crashed: gone\nhttp://ui/runs/1\nFlow run id: 0195f3a2-7c1e-7d2b-8a4b-1234567890ab"
     )
     assert RUN_LINE.search(body).group(1) == "0195f3a2-7c1e-7d2b-8a4b-1234567890ab"
+
+
+TOKEN_URL = "json://127.0.0.1:9/hook/tok-acme-9f8e7d6c5b4a"
+
+
+def test_contacts_validate_without_echoing_an_address() -> None:
+    from blocks.contacts import Contact, Contacts
+
+    ok = Contacts(
+        contacts=[
+            Contact(kind="customer", id="acme", documents=["invoice"]),
+            Contact(kind="supplier", id="dc"),
+        ],
+        channels={"customer:acme": {"email": ["mailto://u:p@127.0.0.1:2525?from=a@b.test&to=c@d.test"]}},
+    )
+    people = ok.directory({"im": ["json://127.0.0.1:9/ops"]})
+    assert people.find("customer", "acme").channels["email"][0].startswith("mailto://")
+    assert people.find("supplier", "dc").channels == {"sms": [], "im": [], "email": []}
+    for contacts, channels, says in [
+        ([Contact(kind="customer", id="a"), Contact(kind="customer", id="a")], {}, "'a' is listed twice"),
+        (
+            [Contact(kind="customer", id="a")],
+            {"customer:b": {"im": [TOKEN_URL]}},
+            "'customer:b', which is not",
+        ),
+        ([Contact(kind="customer", id="a")], {"customer:a": {"fax": [TOKEN_URL]}}, "sms, im and email"),
+        ([Contact(kind="customer", id="a")], {"customer:a": {"im": ["nope://" + TOKEN_URL]}}, "im URL #1"),
+        ([Contact(kind="customer", id="a", documents=["invoice"])], {}, "documents are emailed"),
+    ]:
+        with pytest.raises(ValidationError, match=says) as refused:
+            Contacts(contacts=contacts, channels=channels)
+        assert "tok-acme" not in str(refused.value)
+    with pytest.raises(ValidationError, match="a supplier receives payout and forecast, not invoice"):
+        Contact(kind="supplier", id="dc", documents=["invoice"])
+
+
+def test_a_customers_alert_reaches_its_own_channels_and_the_operators() -> None:
+    from tasks.contacts import Directory, Recipient
+
+    people = Directory(
+        {"sms": ["ops-sms"], "im": ["ops-im"], "email": ["ops-mail"]},
+        {
+            ("customer", "acme"): Recipient("customer", "acme", {"im": ["acme-im"], "email": ["acme-mail"]}),
+            ("customer", "mute"): Recipient("customer", "mute", {"im": ["mute-im"]}, alerts=False),
+        },
+    )
+    channels, warning = people.alert_channels("warning", "acme")
+    assert channels == {"sms": ["ops-sms"], "im": ["ops-im", "acme-im"], "email": ["ops-mail", "acme-mail"]}
+    assert warning == ""
+    channels, warning = people.alert_channels("critical", "acme")  # SMS + IM: it has IM only
+    assert channels["im"] == ["ops-im", "acme-im"] and channels["sms"] == ["ops-sms"] and warning == ""
+    assert people.alert_channels("info", "mute") == (
+        {"sms": ["ops-sms"], "im": ["ops-im"], "email": ["ops-mail"]},
+        "",
+    )
+    channels, warning = people.alert_channels("info", "stranger")
+    assert "acme-im" not in str(channels) and "'stranger' has no contact" in warning
+    _, warning = people.alert_channels("critical", "mute")
+    assert warning == ""  # it asked for no alerts: not a gap

@@ -11,6 +11,7 @@ import httpx
 
 from blocks.alert_routes import AlertRoutes
 from blocks.budgets import Budget, Budgets
+from blocks.contacts import Contact, Contacts
 from blocks.ledger import LedgerDatabase
 from blocks.rate_card import RateCard
 from flows.billing_rollup import billing_rollup
@@ -111,11 +112,26 @@ def test_daily_close_adjustments_and_budget_alerts_through_the_flow(
             im=[f"json://127.0.0.1:{receiver.port}/im"],
             email=[f"json://127.0.0.1:{receiver.port}/email"],
         ).save("close-test", overwrite=True)
+        # acme hears its own budget alert too, on its own channels; the other customer hears nothing of it.
+        Contacts(
+            contacts=[Contact(kind="customer", id="acme"), Contact(kind="customer", id="other")],
+            channels={
+                "customer:acme": {"email": [f"json://127.0.0.1:{receiver.port}/acme-email"]},
+                "customer:other": {"im": [f"json://127.0.0.1:{receiver.port}/other-im"]},
+            },
+        ).save("close-test", overwrite=True)
         blocks = {"ledger": "close-test", "rate_card": "close-test", "budgets": "close-test"}
-        params = {**blocks, "alert_routes": "close-test", "statements_dir": tmp_path / "s"}
+        params = {
+            **blocks,
+            "alert_routes": "close-test",
+            "contacts": "close-test",
+            "statements_dir": tmp_path / "s",
+        }
         may = (date(2026, 5, 1), date(2026, 5, 31))
         billing_rollup(*may, close=True, **params)  # closes every day up to two days ago (48 h grace)
-        assert [m["title"] for m in receiver.received] == ["Budget 50% reached: acme (2026-05)"]
+        assert sorted(m["path"] for m in receiver.received) == ["/acme-email", "/email"]  # 50 %: info
+        assert {m["title"] for m in receiver.received} == {"Budget 50% reached: acme (2026-05)"}
+        receiver.received[:] = [m for m in receiver.received if m["path"] == "/email"]
         ingest_file(engine, usage(tmp_path / "b.jsonl", "b", "2026-05-03T10:00:00Z", "2026-05-03T11:00:00Z"))
         summary = billing_rollup(*may, close=True, **params)
         # May is closed: it bills its first hour still; the second is an adjustment on the first open day.

@@ -120,15 +120,21 @@ def test_every_schedule_fires_and_a_worker_completes_a_scheduled_run(platform: P
     with get_client(sync_client=True) as client:
         rollup = deployment(client, "billing-rollup", "scheduled")
         forecast = deployment(client, "usage-forecast", "daily")
-        schedules = {s.id: (d, s) for d in (rollup, forecast) for s in d.schedules}
-        assert len(schedules) == 3, "hourly rollup, daily close, daily forecast"
+        delivery = deployment(client, "deliver-statements", "monthly")
+        schedules = {s.id: (d, s) for d in (rollup, forecast, delivery) for s in d.schedules}
+        assert len(schedules) == 5, (
+            "hourly rollup, daily close, daily forecast, weekly reports, monthly delivery"
+        )
 
         def scheduled_runs() -> list[Any] | None:
-            runs = client.read_flow_runs(
-                flow_run_filter=FlowRunFilter(
-                    deployment_id=FlowRunFilterDeploymentId(any_=[rollup.id, forecast.id])
+            runs = [  # one query per deployment: the hourly schedule alone makes 100 runs ahead
+                run
+                for owner in (rollup, forecast, delivery)
+                for run in client.read_flow_runs(
+                    flow_run_filter=FlowRunFilter(deployment_id=FlowRunFilterDeploymentId(any_=[owner.id])),
+                    limit=200,
                 )
-            )
+            ]
             fired = {r.created_by.id for r in runs if r.auto_scheduled and r.created_by}
             return runs if fired >= set(schedules) else None
 

@@ -132,3 +132,71 @@ def test_a_window_without_usage_forecasts_nothing_and_says_so(tmp_path: Path, pr
         alert_routes="fc-empty",
     )
     assert (summary.series, summary.customer_reports, summary.anomalies) == (0, 0, 0)
+
+
+def test_a_declared_outage_that_ends_before_it_starts_is_one_clear_error() -> None:
+    from prefect.exceptions import ParameterTypeError
+
+    bad = {"start": "2020-05-10T06:00:00Z", "end": "2020-05-10T01:00:00Z"}
+    try:
+        usage_forecast.validate_parameters({"outages": [bad]})
+    except ParameterTypeError as exc:
+        assert "an outage must end after it starts: 2020-05-10 06:00 .. 2020-05-10 01:00" in str(exc)
+    else:
+        raise AssertionError("a backwards outage was accepted")
+    ok = usage_forecast.validate_parameters({"outages": [{"start": "2020-05-10T06:00", "end": "2020-05-11"}]})
+    assert ok["outages"][0].start == datetime(2020, 5, 10, 6, tzinfo=UTC)
+
+
+def test_weekly_reports_reach_each_owner_that_asked_once(tmp_path: Path, prefect_server: str) -> None:
+    """The weekly schedule (deliver_reports): vcJLV and the supplier get their own report by email, with
+    its chart and table and nothing of the other customer's; vc8Sj has no contact: a warning and an
+    artifact row; a second run the same week sends nothing."""
+    from blocks.contacts import Contact, Contacts
+    from tests.flows.test_deliver_statements import texts
+    from tests.standins.receivers import smtp_receiver
+
+    url = f"sqlite:///{tmp_path}/ledger.db"
+    engine = connect(url)
+    for vc in ("vcJLV", "vc8Sj"):
+        load_helios(engine, tmp_path, vc)
+    LedgerDatabase(url=url).save("fc-weekly", overwrite=True)
+    Budgets().save("fc-weekly", overwrite=True)
+    AlertRoutes().save("fc-weekly", overwrite=True)
+    params = {
+        "ledger": "fc-weekly",
+        "rate_card": "default",
+        "budgets": "fc-weekly",
+        "alert_routes": "fc-weekly",
+    }
+    with smtp_receiver() as mail:
+        box = f"mailto://{mail.user}:{mail.password}@127.0.0.1:{mail.port}?from=f@gpuflows.test&mode=insecure"
+        Contacts(
+            contacts=[
+                Contact(kind="customer", id="vcJLV", documents=["forecast"]),
+                Contact(kind="supplier", id="sensetime-earth", documents=["forecast"]),
+            ],
+            channels={
+                "customer:vcJLV": {"email": [f"{box}&to=jlv@owners.test"]},
+                "supplier:sensetime-earth": {"email": [f"{box}&to=earth@owners.test"]},
+            },
+        ).save("fc-weekly", overwrite=True)
+        run = {**params, "contacts": "fc-weekly", "reports_dir": tmp_path / "r", "deliver_reports": True}
+        first = usage_forecast(as_of=MAY_24, **run)
+        assert first.reports_delivered == 2 and len(mail.messages) == 2
+        again = usage_forecast(as_of=datetime(2020, 5, 24, 6, tzinfo=UTC), **run)  # the same ISO week
+        assert again.reports_delivered == 0 and len(mail.messages) == 2
+    by_to = {m["To"]: m for m in mail.messages}
+    body, files = texts(by_to["jlv@owners.test"])
+    assert by_to["jlv@owners.test"]["Subject"] == "GPU usage forecast, week 2020-W21: vcJLV"
+    assert sorted(name.rsplit(".", 1)[1] for name, _ in files) == ["csv", "png"]
+    assert "projected month end" in body and "vc8Sj" not in body
+    assert all("vc8Sj" not in text for name, text in files if name.endswith(".csv"))
+    body, files = texts(by_to["earth@owners.test"])
+    assert "Supplier outlook: sensetime-earth" in body and "vcJLV" not in body and "vc8Sj" not in body
+    [artifact] = httpx.post(
+        f"{prefect_server}/artifacts/filter",
+        json={"artifacts": {"key": {"any_": ["deliveries-forecast"]}}, "sort": "CREATED_DESC", "limit": 1},
+    ).json()
+    assert "customer vc8Sj" in artifact["data"] and "no contact" in artifact["data"]
+    assert "owners.test" not in artifact["data"] and mail.password not in artifact["data"]

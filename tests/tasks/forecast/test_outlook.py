@@ -3,7 +3,7 @@ horizon every report reads from the forecast itself."""
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 
 import numpy as np
@@ -45,6 +45,26 @@ def test_customers_reach_month_end_others_stop_at_the_horizon_and_zero_series_ar
     )
     assert jobs["customer:acme"].horizon + jobs["customer:acme"].extra_horizon == hours_to_june
     assert jobs["supplier:homelab"].extra_horizon == 0
+
+
+def test_a_declared_outage_reaches_every_series_at_its_own_hours() -> None:
+    """The operator declares one outage; each series (whatever its first hour) leaves out the hours it
+    touched, and the forecast fills them for fitting."""
+    start = datetime(2026, 5, 6, 6, tzinfo=UTC)
+    window = WindowUsage(
+        [
+            UsageSeries("customer", "acme", start, busy()),
+            UsageSeries("total", "all", start + timedelta(hours=24), busy(13 * 24)),
+        ],
+        {},
+        {},
+    )
+    down = (datetime(2026, 5, 10, 6, 30, tzinfo=UTC), datetime(2026, 5, 10, 12, tzinfo=UTC))
+    jobs = {j.key: j for j in plan_jobs(window, AS_OF, horizon=24, outages=[down])}
+    assert jobs["customer:acme"].outages == ((96, 6),)
+    assert jobs["total:all"].outages == ((72, 6),)
+    fc = forecast_series("acme", busy(), 24, 24, outages=jobs["customer:acme"].outages)
+    assert fc.cleaned.outages == [(96, 6)] and not fc.cleaned.observed[96:102].any()
 
 
 def test_blended_price_weights_by_the_owners_gpu_mix() -> None:
