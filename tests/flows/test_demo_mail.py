@@ -4,7 +4,6 @@ documents in its own mailbox, and a second run adds nothing."""
 
 from __future__ import annotations
 
-import socket
 from datetime import date
 from pathlib import Path
 
@@ -15,13 +14,8 @@ from flows.deliver_statements import deliver_statements
 from flows.demo_mail import address, demo_contacts, ledger_owners, mailbox, read_mailbox
 from tasks.billing.invoices import statements_for
 from tasks.database import connect
+from tests.conftest import free_port
 from tests.flows.test_deliver_statements import texts
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def test_the_demo_month_reaches_every_owner_once_and_only_its_own(
