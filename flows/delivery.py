@@ -5,6 +5,7 @@ that fails, naming what was not delivered, so the UI shows it and the next run r
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import partial
 
 import sqlalchemy as sa
 from prefect import task
@@ -47,14 +48,11 @@ def deliver_task(
     backoff_s: float = 2.0,
 ) -> list[Delivered]:
     """Each document to its own recipient's email URLs, once."""
+    send = partial(send_email, attempts=attempts, backoff_s=backoff_s)
     done = []
     for item in outgoing:
         recipient = directory.find(item.kind, item.recipient)  # type: ignore[arg-type]
         urls = list(recipient.channels.get("email", ())) if recipient else []
-
-        def send(to: Sequence[str], title: str, body: str, files: Sequence[object]) -> object:
-            return send_email(to, title, body, files, attempts, backoff_s)  # type: ignore[arg-type]
-
         result = deliver_once(engine, item, urls, send)
         done.append(result)
         if result.status == "failed":
