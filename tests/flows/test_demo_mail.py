@@ -67,3 +67,28 @@ def test_the_demo_month_reaches_every_owner_once_and_only_its_own(
             assert owner in text
             leaked = [o for _, o in everyone if o != owner and o in text]
             assert leaked == [], f"{box} shows {leaked}"
+
+
+def test_the_demo_contacts_command_lists_every_owner_at_its_own_address(
+    tmp_path: Path, prefect_server: str
+) -> None:
+    from click.testing import CliRunner
+
+    from blocks.contacts import Contacts
+    from flows.cli import cli
+
+    url = f"sqlite:///{tmp_path}/ledger.db"
+    seed_ledger(url)
+    result = CliRunner().invoke(
+        cli, ["demo", "contacts", "--database", url, "--block", "demo-cli", "--port", "2599"]
+    )
+    assert result.exit_code == 0, result.output
+    owners = ledger_owners(connect(url))
+    assert f"{len(owners['customer'])} customers, {len(owners['supplier'])} suppliers" in result.output
+    people = Contacts.load("demo-cli").directory({})
+    for kind, listed in owners.items():
+        for owner in listed:
+            [email] = people.find(kind, owner).channels["email"]
+            assert email.startswith("mailto://127.0.0.1:2599?") and email.endswith(
+                f"&to={address(kind, owner)}"
+            )
