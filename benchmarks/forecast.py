@@ -194,10 +194,6 @@ def score(series: Series, forecasts: dict[str, list[Forecast]], seconds: float) 
     return SeriesScore(series.name, dict(scores), dict(inside80), dict(inside95), points, seconds)
 
 
-def evaluate(series: Series) -> tuple[dict[str, list[Forecast]], float]:
-    return ours(series)
-
-
 def alibaba_pods() -> dict[str, np.ndarray]:
     """A second dataset: GPUs allocated per hour in Alibaba's GPU cluster trace (openb pods, about five
     months), all pods and per QoS class, each over the last month and the month before (744 hours, as long as
@@ -229,7 +225,7 @@ def alibaba_pods() -> dict[str, np.ndarray]:
 def section(title: str, items: list[Series]) -> tuple[list[str], dict[str, object]]:
     began = time.perf_counter()
     with ProcessPoolExecutor(2) as pool:
-        mine = list(pool.map(evaluate, items))
+        mine = list(pool.map(ours, items))
     theirs = peers(items)
     wall = time.perf_counter() - began
     results = [score(s, {**own, **theirs[s.name]}, sec) for s, (own, sec) in zip(items, mine, strict=True)]

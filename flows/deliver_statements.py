@@ -72,11 +72,8 @@ def plan_documents(
         found, lacking = contacts.wanting(kind, statement.kind, statement.owners())
         missing.append((kind, statement.kind, lacking))
         for recipient in found:
-            doc = month_documents(statement, recipient.id, document_dir(out_dir, kind, recipient.id))
             outgoing.append(
-                Outgoing(
-                    kind, recipient.id, doc.document, doc.period, doc.title, doc.summary, doc.attachments
-                )
+                month_documents(statement, recipient.id, document_dir(out_dir, kind, recipient.id))
             )
     return outgoing, missing
 

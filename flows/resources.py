@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cache, partial
 
 import sqlalchemy as sa
 
@@ -25,6 +26,7 @@ from tasks.database import connect
 from tasks.errors import GpuflowsError
 
 Send = Callable[[Alert], list[Delivery]]
+People = Callable[[], Directory]
 
 
 def ledger_engine(block: str) -> sa.Engine:
@@ -68,13 +70,15 @@ class Billing:
     prices: Prices
     budgets: BudgetPolicy
     send: Send = field(repr=False)
+    people: People = field(repr=False)  # the directory, loaded when first needed, then kept
 
 
 def billing_resources(
     ledger: str, rate_card: str, budgets: str, alert_routes: str, contacts: str = "default"
 ) -> Billing:
     engine = ledger_engine(ledger)
-    return Billing(engine, prices(rate_card), budget_policy(budgets), alert_sender(alert_routes, contacts))
+    people = cache(partial(directory, alert_routes, contacts))
+    return Billing(engine, prices(rate_card), budget_policy(budgets), alert_sender(people), people)
 
 
 def directory(alert_routes: str, contacts: str) -> Directory:
@@ -92,20 +96,15 @@ def directory(alert_routes: str, contacts: str) -> Directory:
         return Directory(operators)
 
 
-def alert_sender(
-    alert_routes: str, contacts: str = "default", attempts: int = 3, backoff_s: float = 2.0
-) -> Send:
+def alert_sender(people: People, attempts: int = 3, backoff_s: float = 2.0) -> Send:
     """Sends an alert to the operators (AlertRoutes block) and, when it is about a customer, to that
-    customer's own channels (Contacts block); both loaded once, when the first alert is due. A customer
-    without a contact is a warning in the run's log, never a silent skip. An alert that could not be sent
-    says so in the run's own log (what the UI shows), then the error goes to the caller."""
-    loaded: list[Directory] = []
+    customer's own channels (Contacts block); `people` loads both once, when the first alert is due. A
+    customer without a contact is a warning in the run's log, never a silent skip. An alert that could not
+    be sent says so in the run's own log (what the UI shows), then the error goes to the caller."""
 
     def send(alert: Alert) -> list[Delivery]:
         try:
-            if not loaded:
-                loaded.append(directory(alert_routes, contacts))
-            channels, warning = loaded[0].alert_channels(alert.urgency, alert.customer)
+            channels, warning = people().alert_channels(alert.urgency, alert.customer)
             if warning:
                 run_logger().warning("%s (%s)", warning, alert.title)
             return send_alert(alert, channels, attempts, backoff_s)

@@ -18,7 +18,7 @@ from pydantic import Field
 from flows.audit_hooks import AUDITED
 from flows.delivery import deliver_task, missing_contacts, report
 from flows.parameters import BlockName, IsoDateTime, Outage
-from flows.resources import Billing, billing_resources, directory
+from flows.resources import Billing, billing_resources
 from tasks.alerts import AlertDeliveryError
 from tasks.billing.deliveries import Delivered, Outgoing
 from tasks.billing.statements import safe_name
@@ -202,7 +202,7 @@ def usage_forecast(
     )
     delivered: list[Delivered] = []
     if deliver_reports:  # the weekly schedule: each customer and supplier that asked gets its own report
-        people = directory(alert_routes, contacts)
+        people = billing.people()
         outgoing, delivered = weekly_task(customers, suppliers, people, start, reports_dir)
         delivered = deliver_task(billing.engine, people, outgoing) + delivered
     create_table_artifact(

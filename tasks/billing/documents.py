@@ -4,10 +4,10 @@ what is billed, to the cent. Only the owner's own lines are ever read: nobody se
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from html import escape
 from pathlib import Path
 
+from tasks.billing.deliveries import Outgoing
 from tasks.billing.invoices import Statement
 from tasks.billing.statements import safe_name, write_statement_of
 
@@ -18,19 +18,8 @@ STYLE = (
 )
 
 
-@dataclass(frozen=True, slots=True)
-class MonthDocument:
-    kind: str  # customer or supplier
-    owner: str
-    document: str  # invoice or payout
-    period: str  # 2024-11
-    title: str
-    summary: str  # the email's body (HTML)
-    attachments: tuple[Path, ...]
-
-
-def month_documents(statement: Statement, owner: str, out_dir: Path) -> MonthDocument:
-    """The owner's CSV and HTML for the statement's month, written under out_dir."""
+def month_documents(statement: Statement, owner: str, out_dir: Path) -> Outgoing:
+    """The owner's CSV and HTML for the statement's month, written under out_dir, as the email to send."""
     out_dir.mkdir(parents=True, exist_ok=True)
     csv_path = write_statement_of(statement, owner, out_dir)
     html_path = out_dir / csv_path.name.replace(".csv", ".html")
@@ -45,7 +34,7 @@ def month_documents(statement: Statement, owner: str, out_dir: Path) -> MonthDoc
         f"<b>{escape(total)}</b> ({'due' if invoice else 'payable to you'}). The lines are attached as CSV "
         "and HTML.</p>"
     )
-    return MonthDocument(
+    return Outgoing(
         "customer" if invoice else "supplier",
         owner,
         statement.kind,
