@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import csv
 import gzip
+import hashlib
 import math
 import subprocess
 import sys
@@ -38,6 +39,7 @@ from pathlib import Path
 import numpy as np
 
 from tasks.forecast.models import (
+    BACKTEST_ORIGINS,
     Forecast,
     clean,
     common_idle_runs,
@@ -106,71 +108,83 @@ def ours(series: Series) -> tuple[dict[str, list[Forecast]], float]:
     for cut in cuts_of(series.y):
         history, outages = series.y[:cut], before(series.outages, cut)
         began = time.process_time()
-        out["auto"].append(
-            forecast_series(series.name, history, 24, HORIZON, ORIGINS, outages=outages).forecast
-        )
+        out["auto"].append(forecast_series(series.name, history, 24, HORIZON, outages=outages).forecast)
         seconds.append(time.process_time() - began)
         out["best"].append(
-            forecast_series(
-                series.name, history, 24, HORIZON, ORIGINS, method="best", outages=outages
-            ).forecast
+            forecast_series(series.name, history, 24, HORIZON, method="best", outages=outages).forecast
         )
         out["seasonal_naive"].append(seasonal_naive(clean(history, 24, outages).values, HORIZON, 24))
     return out, float(np.mean(seconds))
 
 
-def peers(items: list[Series]) -> dict[str, dict[str, list[Forecast]]]:
-    """statsforecast's forecasts for every series and origin (the same cleaned histories), two processes."""
+PEERS_SCRIPT = ROOT / "benchmarks/peers/statsforecast_run.py"
+PEERS_CACHE = ROOT / "benchmarks/results/peers-cache"  # ignored by git; one file per history
+
+
+def peer_key(y: np.ndarray) -> str:
+    """The cache key of one history's peer forecasts: the history, the peers' script and their lock, so a
+    change to any of them runs the peers again. Our own models never touch it."""
+    digest = hashlib.sha256(np.ascontiguousarray(y, dtype=float).tobytes())
+    for path in (PEERS_SCRIPT, ROOT / "benchmarks/peers/requirements.txt"):
+        digest.update(path.read_bytes())
+    digest.update(f"{HORIZON}".encode())
+    return digest.hexdigest()[:32]
+
+
+def run_peers(histories: dict[str, np.ndarray]) -> None:
+    """statsforecast on the histories not cached yet (keyed by `peer_key`), two processes."""
+    if not histories:
+        return
     if not PEERS_PYTHON.exists():
         raise SystemExit(
             "the forecast benchmark's peers are missing: run `make bench` (it installs .venv-peers)"
         )
-    tasks = [
-        (s.name, cut, clean(s.y[:cut], 24, before(s.outages, cut)).values)
-        for s in items
-        for cut in cuts_of(s.y)
-    ]
-    halves = [tasks[0::2], tasks[1::2]]
-    results: dict[str, dict[str, list[Forecast]]] = {s.name: defaultdict(list) for s in items}
+    PEERS_CACHE.mkdir(parents=True, exist_ok=True)
+    keys = sorted(histories)
+    halves = [keys[0::2], keys[1::2]]
     with tempfile.TemporaryDirectory(prefix="gpuflows-peers-") as tmp:
         runs = []
         for part, chunk in enumerate(halves):
             np.savez(
                 f"{tmp}/in{part}.npz",
-                ids=np.array([f"{n}@{c}" for n, c, _ in chunk]),
+                ids=np.array(chunk),
                 season=24,
                 horizon=HORIZON,
-                **{f"y_{i}": y for i, (_, _, y) in enumerate(chunk)},
+                **{f"y_{i}": histories[k] for i, k in enumerate(chunk)},
             )
-            runs.append(
-                subprocess.Popen(
-                    [
-                        str(PEERS_PYTHON),
-                        str(ROOT / "benchmarks/peers/statsforecast_run.py"),
-                        f"{tmp}/in{part}.npz",
-                        f"{tmp}/out{part}.npz",
-                    ]
-                )  # fmt: skip
-            )
+            command = [str(PEERS_PYTHON), str(PEERS_SCRIPT), f"{tmp}/in{part}.npz", f"{tmp}/out{part}.npz"]
+            runs.append(subprocess.Popen(command))
         for run in runs:
             if run.wait():
                 raise SystemExit("statsforecast peers failed")
-        by_task: dict[tuple[str, int], dict[str, Forecast]] = {}
         for part, chunk in enumerate(halves):
             data = np.load(f"{tmp}/out{part}.npz")
-            for i, (name, cut, _) in enumerate(chunk):
-                by_task[(name, cut)] = {
-                    model: Forecast(
-                        data[f"{model}|mean"][i],
-                        {80: data[f"{model}|lo-80"][i], 95: data[f"{model}|lo-95"][i]},
-                        {80: data[f"{model}|hi-80"][i], 95: data[f"{model}|hi-95"][i]},
-                    )
-                    for model in PEERS
-                }
+            for i, key in enumerate(chunk):
+                np.savez(PEERS_CACHE / f"{key}.npz", **{name: data[name][i] for name in data.files})
+
+
+def peers(items: list[Series]) -> dict[str, dict[str, list[Forecast]]]:
+    """statsforecast's forecasts for every series and origin (the same cleaned histories); cached per history
+    under benchmarks/results, so a rerun after a change to our models runs only ours."""
+    tasks = {
+        (s.name, cut): clean(s.y[:cut], 24, before(s.outages, cut)).values
+        for s in items
+        for cut in cuts_of(s.y)
+    }
+    keys = {task: peer_key(y) for task, y in tasks.items()}
+    run_peers({keys[t]: y for t, y in tasks.items() if not (PEERS_CACHE / f"{keys[t]}.npz").exists()})
+    results: dict[str, dict[str, list[Forecast]]] = {s.name: defaultdict(list) for s in items}
     for s in items:
         for cut in cuts_of(s.y):
+            data = np.load(PEERS_CACHE / f"{keys[(s.name, cut)]}.npz")
             for model in PEERS:
-                results[s.name][model].append(by_task[(s.name, cut)][model])
+                results[s.name][model].append(
+                    Forecast(
+                        data[f"{model}|mean"],
+                        {80: data[f"{model}|lo-80"], 95: data[f"{model}|lo-95"]},
+                        {80: data[f"{model}|hi-80"], 95: data[f"{model}|hi-95"]},
+                    )
+                )
     return results
 
 
@@ -264,7 +278,8 @@ def section(title: str, items: list[Series]) -> tuple[list[str], dict[str, objec
         "- Coverage 80 % / 95 %: "
         + ", ".join(f"{c} {cov[c][0]:.0%} / {cov[c][1]:.0%}" for c in COLUMNS)
         + ".",
-        f"- CPU seconds per series, the default (one forecast, its {ORIGINS}-origin backtest included): "
+        f"- CPU seconds per series, the default (one forecast, its {BACKTEST_ORIGINS}-origin backtest "
+        f"included): "
         f"{seconds:.2f}; the whole table took {wall:.0f} s on 2 processes.",
     ]
     verdict = {

@@ -1,17 +1,17 @@
 """Forecasts of GPU usage series with statsmodels, driven per series by a rolling-origin backtest.
 
-Models: seasonal naive (the baseline), ETS (`ETSModel`, additive damped), damped Holt-Winters, SARIMAX (AR(1)
-errors around Fourier terms for the daily season), and STL + ETS. Each is scored by a rolling-origin backtest:
-mean MASE over the origins (scale: the in-sample seasonal-naive error of each origin's history), its
-parameters estimated once at the first origin and applied at the later ones.
+Models: seasonal naive (the baseline), three ETS forms (`ETSModel`, additive errors: simple exponential
+smoothing, level + daily season, damped trend + daily season), SARIMAX (AR(1) errors around Fourier terms for
+the daily season), and STL + ETS. Each is scored by a rolling-origin backtest (14 daily origins): mean MASE
+over the origins (scale: the in-sample seasonal-naive error of each origin's history), its parameters
+estimated once at the first origin and applied at the later ones.
 
 Two methods use that backtest:
-- `combination` (the default): the equal-weight mean of the four statistical models, the worst of them on the
-  backtest left out (a trimmed mean). Seasonal naive is the yardstick, not a member: it repeats yesterday,
-  so it cannot follow a cluster that turns busy or idle. Held out, on the Helios clusters and on Alibaba's
-  GPU pod trace, the combination is within 1 % of the best single model in hindsight, where picking one
-  model per series by its backtest is 16 % (Helios) and 34 % (Alibaba) worse: a month of hourly data ranks
-  the models too noisily (see the README's benchmark).
+- `combination` (the default): the statistical models weighted by their backtest MASE to the fourth power,
+  its intervals calibrated on its own backtest (split-conformal). Seasonal naive is the yardstick, not a
+  member: it repeats yesterday, so it cannot follow a cluster that turns busy or idle. Most clusters wander
+  in level (simple exponential smoothing fits them), some follow the day; the weights let the backtest say
+  which without betting on a noisy ranking (see the README's benchmark).
 - `best`: the single model with the lowest backtest MASE, seasonal naive winning ties, so the choice is never
   worse than seasonal naive on the backtest.
 
@@ -43,7 +43,15 @@ __all__ = ["MIN_OUTAGE", "Cleaned", "clean", "common_idle_runs", "seasonal_profi
 
 LEVELS = (80, 95, 99)
 BASELINE = "seasonal_naive"
-MODELS = (BASELINE, "ets", "holt_winters_damped", "sarimax", "stl_ets")
+MODELS = (BASELINE, "ses", "ets_seasonal", "ets", "sarimax", "stl_ets")
+# The combination weighs each model by its backtest MASE to this power: sharp enough that a model that
+# cannot follow a series (a level model on a strongly daily one, or the reverse) hardly counts, soft enough
+# that a month of hourly data's noisy ranking does not pick one model outright (see the README's benchmark).
+WEIGHT_POWER = 4
+BACKTEST_ORIGINS = 14  # daily origins: a week ranked the models too noisily on the benchmark
+# ETS forms by (damped trend, daily season): simple exponential smoothing follows a level that wanders (most
+# clusters), the seasonal forms a daily rhythm.
+ETS_FORMS = {"ses": (False, False), "ets_seasonal": (False, True), "ets": (True, True)}
 COMBINATION = "combination"
 METHODS = (COMBINATION, "best")
 INTERMITTENT_ZERO_SHARE = 0.5
@@ -65,7 +73,8 @@ class Backtest:
     coverage80: dict[str, float] = field(default_factory=dict)
     coverage95: dict[str, float] = field(default_factory=dict)
     failed: dict[str, str] = field(default_factory=dict)
-    members: tuple[str, ...] = ()  # the models the combination averages
+    weights: dict[str, float] = field(default_factory=dict)  # the combination's members and their weights
+    widening: dict[int, float] = field(default_factory=dict)  # level → the combination's interval factor
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,16 +116,15 @@ def seasonal_naive(y: np.ndarray, h: int, season: int) -> Forecast:
 
 
 Request = tuple[int, int]  # (origin, steps): forecast `steps` ahead using only the history before `origin`
-SIMULATIONS = 400  # Holt-Winters paths per origin for its intervals
 
 
 class Candidate:
     """One model with its parameters estimated once, on the history before the first backtest origin.
 
     `forecasts(y, requests)` applies those parameters to a longer history and forecasts from every requested
-    origin, each from the data before it only. ETS, SARIMAX and Holt-Winters filter the history once and
-    predict dynamically from inside it (statsmodels' `get_prediction(dynamic=0)` and `simulate(anchor=...)`),
-    so seven backtest origins cost one filtering pass, not seven. Initial states are the ones estimated
+    origin, each from the data before it only. The ETS forms and SARIMAX filter the history once and predict
+    dynamically from inside it (statsmodels' `get_prediction(dynamic=0)`), so seven backtest origins cost one
+    filtering pass, not seven. Initial states are the ones estimated
     with the parameters, so a longer history never changes them. `start`, a fit of the same model on a
     shorter history, warm-starts ETS's optimiser (ETS and STL's ETS) for the refit on the whole history.
     """
@@ -137,10 +145,8 @@ class Candidate:
             warnings.simplefilter("ignore")
             if self.name == "seasonal_naive":
                 return [seasonal_naive(y[:origin], steps, self.season) for origin, steps in requests]
-            if self.name == "ets":
+            if self.name in ETS_FORMS:
                 return self._ets_forecasts(y, requests)
-            if self.name == "holt_winters_damped":
-                return self._holt_winters_forecasts(y, requests)
             if self.name == "sarimax":
                 return self._sarimax_forecasts(y, requests)
             return self._stl_forecasts(y, requests)
@@ -151,27 +157,17 @@ class Candidate:
         from statsmodels.tsa.seasonal import STL
 
         m = self.season
-        if self.name == "ets":
-            fit = self._ets(y, "heuristic").fit(disp=False, start_params=start and start.params)
+        if self.name in ETS_FORMS:
+            trend, seasonal = ETS_FORMS[self.name]
+            fit = self._ets(y, "heuristic", trend, seasonal).fit(
+                disp=False, start_params=start and start.params
+            )
             self.params = fit.params
-            self.initial = {
-                "initial_level": fit.initial_level,
-                "initial_trend": fit.initial_trend,
-                "initial_seasonal": fit.initial_seasonal,
-            }
-        elif self.name == "holt_winters_damped":
-            # The brute-force grid of starting values costs more than it gains here.
-            fit = self._holt_winters(y, {"initialization_method": "heuristic"}).fit(use_brute=False)
-            p = fit.params
-            self.params = {
-                k: p[k] for k in ("smoothing_level", "smoothing_trend", "smoothing_seasonal", "damping_trend")
-            }
-            self.initial = {
-                "initialization_method": "known",
-                "initial_level": p["initial_level"],
-                "initial_trend": p["initial_trend"],
-                "initial_seasonal": p["initial_seasons"],
-            }
+            self.initial = {"initial_level": fit.initial_level}
+            if trend:
+                self.initial["initial_trend"] = fit.initial_trend
+            if seasonal:
+                self.initial["initial_seasonal"] = fit.initial_seasonal
         elif self.name == "sarimax":
             # A regression on Fourier terms for the daily season with AR(1) errors, in statsmodels' ARIMA (its
             # SARIMAX state-space model) estimated by feasible GLS with Yule-Walker: on the Helios series the
@@ -180,21 +176,23 @@ class Candidate:
             self.params = fit.params
         elif self.name == "stl_ets":
             adjusted = y - STL(y, period=m).fit().seasonal
-            fit = self._ets(adjusted, "heuristic", seasonal=False).fit(
+            fit = self._ets(adjusted, "heuristic", trend=True, seasonal=False).fit(
                 disp=False, start_params=start and start.params
             )
             self.params = fit.params
             self.initial = {"initial_level": fit.initial_level, "initial_trend": fit.initial_trend}
 
-    def _ets(self, y: np.ndarray, init: str, seasonal: bool = True, **initial: object) -> object:
+    def _ets(self, y: np.ndarray, init: str, trend: bool, seasonal: bool, **initial: object) -> object:
+        """Additive errors (usage is often zero, so multiplicative forms cannot fit), a damped trend or none,
+        an additive daily season or none."""
         from statsmodels.tsa.exponential_smoothing.ets import ETSModel
 
         season = {"seasonal": "add", "seasonal_periods": self.season} if seasonal else {}
         return ETSModel(
             pd.Series(y),
             error="add",
-            trend="add",
-            damped_trend=True,
+            trend="add" if trend else None,
+            damped_trend=trend,
             initialization_method=init,
             **season,
             **initial,
@@ -205,13 +203,6 @@ class Candidate:
 
         return ARIMA(y, exog=fourier(len(y), self.season), order=(1, 0, 0), trend="c")
 
-    def _holt_winters(self, y: np.ndarray, init: dict[str, object]) -> object:
-        from statsmodels.tsa.holtwinters import ExponentialSmoothing
-
-        return ExponentialSmoothing(
-            pd.Series(y), trend="add", damped_trend=True, seasonal="add", seasonal_periods=self.season, **init
-        )
-
     # -- forecasts from many origins
 
     @staticmethod
@@ -221,7 +212,8 @@ class Candidate:
         return np.asarray(prediction.predicted_mean), np.asarray(prediction.var_pred_mean)
 
     def _ets_forecasts(self, y: np.ndarray, requests: list[Request]) -> list[Forecast]:
-        fit = self._ets(y, "known", **self.initial).smooth(self.params)  # type: ignore[attr-defined]
+        trend, seasonal = ETS_FORMS[self.name]
+        fit = self._ets(y, "known", trend, seasonal, **self.initial).smooth(self.params)  # type: ignore[attr-defined]
         squared = np.asarray(fit.resid) ** 2
         out = []
         for origin, steps in requests:
@@ -230,27 +222,6 @@ class Candidate:
             # before the origin, as a fit on that history alone would.
             ratio = squared[:origin].mean() / fit.mse if fit.mse > 0 else 1.0
             out.append(_bounds(mean, np.sqrt(variance * ratio)))
-        return out
-
-    def _holt_winters_forecasts(self, y: np.ndarray, requests: list[Request]) -> list[Forecast]:
-        fit = self._holt_winters(y, self.initial).fit(**self.params, optimized=False)  # type: ignore[attr-defined]
-        residuals = y - np.asarray(fit.fittedvalues)
-        rng = np.random.default_rng(0)
-        out = []
-        for origin, steps in requests:
-            # Holt-Winters has no closed-form intervals: simulate its own error process, with the errors'
-            # spread from the residuals before the origin. Path 0 has no errors: it is the point forecast, and
-            # unlike HoltWintersResults.forecast in statsmodels 0.15 it uses the latest seasonal factor at
-            # h = m (statsmodels#9538).
-            errors = rng.standard_normal((steps, SIMULATIONS + 1)) * np.sqrt(np.mean(residuals[:origin] ** 2))
-            errors[:, 0] = 0
-            anchor = "end" if origin == len(y) else origin
-            paths = np.asarray(
-                fit.simulate(steps, anchor=anchor, repetitions=SIMULATIONS + 1, random_errors=errors)  # type: ignore[attr-defined]
-            ).reshape(steps, SIMULATIONS + 1)
-            lower = {lv: np.maximum(np.percentile(paths[:, 1:], 50 - lv / 2, axis=1), 0) for lv in LEVELS}
-            upper = {lv: np.maximum(np.percentile(paths[:, 1:], 50 + lv / 2, axis=1), 0) for lv in LEVELS}
-            out.append(Forecast(np.maximum(paths[:, 0], 0), lower, upper))
         return out
 
     def _sarimax_forecasts(self, y: np.ndarray, requests: list[Request]) -> list[Forecast]:
@@ -276,9 +247,7 @@ class Candidate:
         out = []
         for origin, steps in requests:
             seasonal = np.asarray(STL(y[:origin], period=m).fit().seasonal)
-            fit = self._ets(y[:origin] - seasonal, "known", seasonal=False, **self.initial).smooth(
-                self.params
-            )  # type: ignore[attr-defined]
+            fit = self._ets(y[:origin] - seasonal, "known", True, False, **self.initial).smooth(self.params)  # type: ignore[attr-defined]
             mean, variance = self._dynamic(fit, origin, steps)
             repeated = np.array([seasonal[origin - m + i % m] for i in range(steps)])
             out.append(_bounds(mean + repeated, np.sqrt(variance)))
@@ -359,14 +328,26 @@ def _finite(forecast: Forecast) -> bool:
     return bool(np.isfinite(forecast.mean).all() and all(np.isfinite(b).all() for b in bounds))
 
 
-def combine(forecasts: list[Forecast]) -> Forecast:
-    """Equal-weight combination: the mean of the members' means and of their interval bounds (quantile
-    averaging, which keeps each bound between the members' own)."""
+def combine(forecasts: list[Forecast], weights: Sequence[float] | None = None) -> Forecast:
+    """The weighted mean (equal weights unless given) of the members' means and of their interval bounds
+    (quantile averaging, which keeps each bound between the members' own)."""
+    w = np.full(len(forecasts), 1 / len(forecasts)) if weights is None else np.asarray(weights, dtype=float)
     return Forecast(
-        np.mean([f.mean for f in forecasts], axis=0),
-        {lv: np.mean([f.lower[lv] for f in forecasts], axis=0) for lv in LEVELS},
-        {lv: np.mean([f.upper[lv] for f in forecasts], axis=0) for lv in LEVELS},
+        np.average([f.mean for f in forecasts], axis=0, weights=w),
+        {lv: np.average([f.lower[lv] for f in forecasts], axis=0, weights=w) for lv in LEVELS},
+        {lv: np.average([f.upper[lv] for f in forecasts], axis=0, weights=w) for lv in LEVELS},
     )
+
+
+def weigh(mase: dict[str, float]) -> dict[str, float]:
+    """Weights of the combination's members from their backtest MASE (`WEIGHT_POWER`), summing to 1, best
+    first. Seasonal naive is the yardstick, not a member: it repeats yesterday, so it pulls a forecast back to
+    an idle day after a cluster woke, or to a busy one after it emptied."""
+    raw = {name: max(value, 1e-9) ** -WEIGHT_POWER for name, value in mase.items() if name != BASELINE}
+    if not raw:  # only seasonal naive fitted
+        return {BASELINE: 1.0}
+    total = sum(raw.values())
+    return {name: raw[name] / total for name in sorted(raw, key=raw.__getitem__, reverse=True)}
 
 
 def backtest(
@@ -400,14 +381,54 @@ def backtest(
         _score(result, name, forecasts, cleaned, scored, scales, horizon)
     if not paths:
         raise ValueError(f"every model failed: {result.failed}")
-    # Seasonal naive is a member too: an anchor that keeps the mean near the yardstick where the models
-    # stray on a series they fit badly (on the benchmark it lowered the worst series' ratio to it).
-    ranked = sorted(paths, key=lambda name: result.mase[name])
-    # The worst model is left out when at least three remain: a trimmed mean, robust to one bad member.
-    result.members = tuple(ranked[:-1] if len(ranked) >= 3 else ranked)
-    combined = [combine([paths[m][i] for m in result.members]) for i in range(len(scored))]
+    result.weights = weigh(result.mase)
+    weights = list(result.weights.values())
+    combined = [combine([paths[m][i] for m in result.weights], weights) for i in range(len(scored))]
+    result.widening = calibration(combined, cleaned, scored, horizon)
     _score(result, COMBINATION, combined, cleaned, scored, scales, horizon)
     return result, fitted
+
+
+WIDENING_RANGE = (0.5, 3.0)  # a backtest of a few hundred hours cannot justify more than that
+
+
+def calibration(
+    forecasts: list[Forecast], cleaned: Cleaned, cuts: list[int], horizon: int
+) -> dict[int, float]:
+    """Split-conformal calibration of the combination's intervals on its own backtest: for each level, the
+    factor on the interval's half-widths that would have covered that share of the scored backtest hours.
+    The members' intervals assume their own model is right; averaged, they are too wide on smooth clusters
+    and too narrow on bursty ones."""
+    ratios = []
+    for cut, fc in zip(cuts, forecasts, strict=True):
+        actual, scored = cleaned.values[cut : cut + horizon], cleaned.observed[cut : cut + horizon]
+        error = actual - fc.mean
+        for level in LEVELS:
+            half = np.where(error >= 0, fc.upper[level] - fc.mean, fc.mean - fc.lower[level])[scored]
+            error_at = error[scored]
+            z = norm.ppf(0.5 + level / 200)  # per standard normal unit, so the levels pool
+            ratios.append((level, np.divide(np.abs(error_at), half / z, out=np.full(error_at.shape, np.inf),
+                                            where=half > 0)))  # fmt: skip
+    widening = {}
+    for level in LEVELS:
+        pooled = np.concatenate([r for lv, r in ratios if lv == level])
+        needed = (
+            float(np.quantile(pooled, level / 100, method="higher")) / norm.ppf(0.5 + level / 200)
+            if pooled.size
+            else 1
+        )
+        widening[level] = float(np.clip(needed, *WIDENING_RANGE))
+    return widening
+
+
+def widen(forecast: Forecast, widening: dict[int, float]) -> Forecast:
+    """The bounds moved away from (or towards) the mean by each level's factor, still at least zero."""
+    lower = {
+        lv: np.maximum(forecast.mean - f * (forecast.mean - forecast.lower[lv]), 0)
+        for lv, f in widening.items()
+    }
+    upper = {lv: forecast.mean + f * (forecast.upper[lv] - forecast.mean) for lv, f in widening.items()}
+    return Forecast(forecast.mean, lower, upper)
 
 
 def final_forecast(name: str, fitted: Candidate, y: np.ndarray, steps: int) -> tuple[Forecast, bool]:
@@ -451,9 +472,8 @@ def choose(result: Backtest, method: str = COMBINATION) -> tuple[str, str]:
     single model with the lowest backtest MASE, seasonal naive winning ties, so never worse than it there."""
     baseline = result.mase.get(BASELINE, math.inf)
     if method == COMBINATION:
-        left_out = sorted(set(result.mase) - set(result.members) - {COMBINATION})
-        why = f"combination of {', '.join(result.members)}" + (
-            f" ({', '.join(left_out)} left out: worst on the backtest)" if left_out else ""
+        why = "combination weighted by backtest MASE: " + ", ".join(
+            f"{name} {weight:.2f}" for name, weight in result.weights.items()
         )
         if result.mase[COMBINATION] > baseline:
             why += "; seasonal naive was better on this backtest"
@@ -470,7 +490,7 @@ def forecast_series(
     values: np.ndarray,
     season: int,
     horizon: int,
-    origins: int = 7,
+    origins: int = BACKTEST_ORIGINS,
     extra_horizon: int = 0,
     models: tuple[str, ...] = MODELS,
     method: str = COMBINATION,
@@ -529,9 +549,11 @@ def _modelled(
             key, "seasonal_naive", reason, seasonal_naive(y, steps, season), None, cleaned, horizon
         )
     chosen, why = choose(result, method)
-    members = result.members if chosen == COMBINATION else (chosen,)
-    finals = {name: final_forecast(name, fitted[name], y, steps) for name in members}
-    forecast = combine([f for f, _ in finals.values()])
+    weights = result.weights if chosen == COMBINATION else {chosen: 1.0}
+    finals = {name: final_forecast(name, fitted[name], y, steps) for name in weights}
+    forecast = combine([f for f, _ in finals.values()], list(weights.values()))
+    if chosen == COMBINATION:
+        forecast = widen(forecast, result.widening)
     kept = [name for name, (_, refitted) in finals.items() if not refitted]
     reason = (
         f"backtest: MASE {result.mase[chosen]:.3f} over {usable_origins} origins "

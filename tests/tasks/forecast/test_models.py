@@ -15,16 +15,20 @@ import pytest
 
 from tasks.forecast.batch import SeriesJob, forecast_many
 from tasks.forecast.models import (
+    BACKTEST_ORIGINS,
     COMBINATION,
     INTERMITTENT,
     MODELS,
     Candidate,
+    Cleaned,
     Forecast,
     backtest,
+    calibration,
     clean,
     combine,
     common_idle_runs,
     forecast_series,
+    widen,
 )
 
 DATA = Path(__file__).parents[2] / "data"
@@ -91,22 +95,45 @@ def _ordered(fc: Forecast) -> bool:
 
 
 @pytest.mark.parametrize("vc", ["vc6YE", "vcJLV", "vc8Sj"])
-def test_the_combination_leaves_out_the_worst_model_of_the_backtest(vc: str) -> None:
-    result = forecast_series(vc, helios_hourly(vc), season=24, horizon=24, origins=7)
+def test_the_combination_weighs_the_models_by_their_backtest(vc: str) -> None:
+    result = forecast_series(vc, helios_hourly(vc), season=24, horizon=24)
     bt = result.backtest
-    assert bt is not None and bt.origins == 7 and result.model == COMBINATION
+    assert bt is not None and bt.origins == BACKTEST_ORIGINS == 14 and result.model == COMBINATION
     assert set(bt.mase) | set(bt.failed) == {*MODELS, COMBINATION}
-    singles = {m: v for m, v in bt.mase.items() if m != COMBINATION}  # seasonal naive is a member too
-    worst = max(singles, key=singles.__getitem__)
-    assert set(bt.members) == set(singles) - {worst} and len(bt.members) == len(singles) - 1
-    assert result.reason.startswith(f"backtest: MASE {bt.mase[COMBINATION]:.3f} over 7 origins")
-    assert f"{worst} left out" in result.reason
+    singles = {m: v for m, v in bt.mase.items() if m not in (COMBINATION, "seasonal_naive")}
+    assert set(bt.weights) == set(singles) and sum(bt.weights.values()) == pytest.approx(1)
+    best, worst = min(singles, key=singles.__getitem__), max(singles, key=singles.__getitem__)
+    assert list(bt.weights)[0] == best and bt.weights[best] > bt.weights[worst]
+    assert bt.weights[best] / bt.weights[worst] == pytest.approx((singles[worst] / singles[best]) ** 4)
+    assert result.reason.startswith(f"backtest: MASE {bt.mase[COMBINATION]:.3f} over 14 origins")
+    assert f"{best} {bt.weights[best]:.2f}" in result.reason
+    assert set(bt.widening) == {80, 95, 99} and all(0.5 <= f <= 3 for f in bt.widening.values())
     assert len(result.forecast.mean) == 24 and _ordered(result.forecast)
+
+
+def test_the_calibrated_intervals_cover_their_level_on_the_backtest() -> None:
+    """Split-conformal: widened by its factor, each level covers at least that share of the backtest's
+    scored hours (the factor is the smallest that does, within its range)."""
+    y = clean(helios_hourly("vc8Sj"), 24)
+    bt, _ = backtest(y, 24, 24, 14)
+    n = len(y.values)
+    cuts = [n - (14 - i) * 24 for i in range(14)]
+    narrow = Forecast(np.full(24, 1.0), {lv: np.full(24, 0.9) for lv in (80, 95, 99)},
+                      {lv: np.full(24, 1.1) for lv in (80, 95, 99)})  # fmt: skip
+    factors = calibration([narrow] * 14, y, cuts, 24)
+    assert factors[95] >= factors[80] and all(0.5 <= f <= 3 for f in factors.values())
+    wide = widen(narrow, factors)
+    assert (wide.upper[95] >= wide.upper[80]).all() and (wide.lower[95] >= 0).all()
+    exact = Forecast(np.full(24, 2.0), {lv: np.full(24, 1.0) for lv in (80, 95, 99)},
+                     {lv: np.full(24, 3.0) for lv in (80, 95, 99)})  # fmt: skip
+    flat = Cleaned(np.full(n, 2.0), np.ones(n, dtype=bool), [], 0)
+    assert calibration([exact] * 14, flat, cuts, 24) == {80: 0.5, 95: 0.5, 99: 0.5}  # never wrong: narrower
+    assert bt.widening and bt.coverage80[COMBINATION] <= 1
 
 
 @pytest.mark.parametrize("vc", ["vc6YE", "vcJLV", "vc8Sj"])
 def test_the_best_single_model_is_never_worse_than_seasonal_naive_on_the_backtest(vc: str) -> None:
-    result = forecast_series(vc, helios_hourly(vc), season=24, horizon=24, origins=7, method="best")
+    result = forecast_series(vc, helios_hourly(vc), season=24, horizon=24, method="best")
     bt = result.backtest
     assert bt is not None and result.model in MODELS
     singles = {m: v for m, v in bt.mase.items() if m != COMBINATION}
@@ -133,20 +160,6 @@ def test_a_backtest_forecast_sees_nothing_after_its_origin(model: str) -> None:
         candidate.forecasts(y, [(len(y) - 10, 24)])
 
 
-def test_holt_winters_uses_the_latest_seasonal_factor_a_full_season_ahead() -> None:
-    """Hyndman's forecast a whole season ahead uses s_T, the factor just updated; statsmodels 0.15's
-    HoltWintersResults.forecast uses the one before it (statsmodels#9538). Ours follows the equations."""
-    y = clean(helios_hourly("vc6YE"), 24).values[:400]
-    candidate = Candidate("holt_winters_damped", y, 24)
-    fit = candidate._holt_winters(y, candidate.initial).fit(**candidate.params, optimized=False)
-    phi = candidate.params["damping_trend"]
-    level, trend, season = (np.asarray(x)[-1] for x in (fit.level, fit.trend, fit.season))
-    expected = level + sum(phi**i for i in range(1, 25)) * trend + season
-    ours = candidate.forecasts(y, [(len(y), 24)])[0].mean
-    assert ours[23] == pytest.approx(max(expected, 0.0), rel=1e-9)
-    np.testing.assert_allclose(ours[:23], np.maximum(np.asarray(fit.forecast(23)), 0), rtol=1e-9)
-
-
 def test_the_combination_averages_means_and_bounds() -> None:
     a = Forecast(np.array([1.0, 2.0]), {lv: np.array([0.0, 1.0]) for lv in (80, 95, 99)},
                  {lv: np.array([2.0, 3.0]) for lv in (80, 95, 99)})  # fmt: skip
@@ -156,6 +169,8 @@ def test_the_combination_averages_means_and_bounds() -> None:
     np.testing.assert_allclose(both.mean, [2.0, 3.0])
     np.testing.assert_allclose(both.lower[95], [1.0, 2.0])
     np.testing.assert_allclose(both.upper[80], [4.0, 4.0])
+    weighted = combine([a, b], [0.75, 0.25])
+    np.testing.assert_allclose(weighted.mean, [1.5, 2.5])
 
 
 def test_short_and_intermittent_histories_fall_back_and_say_so() -> None:
