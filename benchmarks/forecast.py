@@ -279,8 +279,7 @@ def section(title: str, items: list[Series]) -> tuple[list[str], dict[str, objec
         + ", ".join(f"{c} {cov[c][0]:.0%} / {cov[c][1]:.0%}" for c in COLUMNS)
         + ".",
         f"- CPU seconds per series, the default (one forecast, its {BACKTEST_ORIGINS}-origin backtest "
-        f"included): "
-        f"{seconds:.2f}; the whole table took {wall:.0f} s on 2 processes.",
+        f"included): {seconds:.2f}; the whole table took {wall:.0f} s on 2 processes.",
     ]
     verdict = {
         "vs_best_peer": mean["auto"] / mean[best_peer] - 1,

@@ -52,6 +52,7 @@ BACKTEST_ORIGINS = 14  # daily origins: a week ranked the models too noisily on 
 # ETS forms by (damped trend, daily season): simple exponential smoothing follows a level that wanders (most
 # clusters), the seasonal forms a daily rhythm.
 ETS_FORMS = {"ses": (False, False), "ets_seasonal": (False, True), "ets": (True, True)}
+STL_ETS_FORM = (True, False)  # STL + ETS: the ETS on the seasonally adjusted series, damped trend, no season
 COMBINATION = "combination"
 METHODS = (COMBINATION, "best")
 INTERMITTENT_ZERO_SHARE = 0.5
@@ -123,8 +124,8 @@ class Candidate:
 
     `forecasts(y, requests)` applies those parameters to a longer history and forecasts from every requested
     origin, each from the data before it only. The ETS forms and SARIMAX filter the history once and predict
-    dynamically from inside it (statsmodels' `get_prediction(dynamic=0)`), so seven backtest origins cost one
-    filtering pass, not seven. Initial states are the ones estimated
+    dynamically from inside it (statsmodels' `get_prediction(dynamic=0)`), so the backtest's origins cost one
+    filtering pass, not one each. Initial states are the ones estimated
     with the parameters, so a longer history never changes them. `start`, a fit of the same model on a
     shorter history, warm-starts ETS's optimiser (ETS and STL's ETS) for the refit on the whole history.
     """
@@ -158,16 +159,7 @@ class Candidate:
 
         m = self.season
         if self.name in ETS_FORMS:
-            trend, seasonal = ETS_FORMS[self.name]
-            fit = self._ets(y, "heuristic", trend, seasonal).fit(
-                disp=False, start_params=start and start.params
-            )
-            self.params = fit.params
-            self.initial = {"initial_level": fit.initial_level}
-            if trend:
-                self.initial["initial_trend"] = fit.initial_trend
-            if seasonal:
-                self.initial["initial_seasonal"] = fit.initial_seasonal
+            self._fit_ets(y, ETS_FORMS[self.name], start)
         elif self.name == "sarimax":
             # A regression on Fourier terms for the daily season with AR(1) errors, in statsmodels' ARIMA (its
             # SARIMAX state-space model) estimated by feasible GLS with Yule-Walker: on the Helios series the
@@ -175,12 +167,18 @@ class Candidate:
             fit = self._arima(y).fit(method="yule_walker")
             self.params = fit.params
         elif self.name == "stl_ets":
-            adjusted = y - STL(y, period=m).fit().seasonal
-            fit = self._ets(adjusted, "heuristic", trend=True, seasonal=False).fit(
-                disp=False, start_params=start and start.params
-            )
-            self.params = fit.params
-            self.initial = {"initial_level": fit.initial_level, "initial_trend": fit.initial_trend}
+            self._fit_ets(y - STL(y, period=m).fit().seasonal, STL_ETS_FORM, start)
+
+    def _fit_ets(self, y: np.ndarray, form: tuple[bool, bool], start: Candidate | None) -> None:
+        """Smoothing parameters by maximum likelihood, from heuristic initial states that are then kept."""
+        trend, seasonal = form
+        fit = self._ets(y, "heuristic", trend, seasonal).fit(disp=False, start_params=start and start.params)
+        self.params = fit.params
+        self.initial = {"initial_level": fit.initial_level}
+        if trend:
+            self.initial["initial_trend"] = fit.initial_trend
+        if seasonal:
+            self.initial["initial_seasonal"] = fit.initial_seasonal
 
     def _ets(self, y: np.ndarray, init: str, trend: bool, seasonal: bool, **initial: object) -> object:
         """Additive errors (usage is often zero, so multiplicative forms cannot fit), a damped trend or none,
@@ -212,8 +210,7 @@ class Candidate:
         return np.asarray(prediction.predicted_mean), np.asarray(prediction.var_pred_mean)
 
     def _ets_forecasts(self, y: np.ndarray, requests: list[Request]) -> list[Forecast]:
-        trend, seasonal = ETS_FORMS[self.name]
-        fit = self._ets(y, "known", trend, seasonal, **self.initial).smooth(self.params)  # type: ignore[attr-defined]
+        fit = self._ets(y, "known", *ETS_FORMS[self.name], **self.initial).smooth(self.params)  # type: ignore[attr-defined]
         squared = np.asarray(fit.resid) ** 2
         out = []
         for origin, steps in requests:
@@ -247,7 +244,8 @@ class Candidate:
         out = []
         for origin, steps in requests:
             seasonal = np.asarray(STL(y[:origin], period=m).fit().seasonal)
-            fit = self._ets(y[:origin] - seasonal, "known", True, False, **self.initial).smooth(self.params)  # type: ignore[attr-defined]
+            adjusted = y[:origin] - seasonal
+            fit = self._ets(adjusted, "known", *STL_ETS_FORM, **self.initial).smooth(self.params)  # type: ignore[attr-defined]
             mean, variance = self._dynamic(fit, origin, steps)
             repeated = np.array([seasonal[origin - m + i % m] for i in range(steps)])
             out.append(_bounds(mean + repeated, np.sqrt(variance)))
@@ -399,24 +397,18 @@ def calibration(
     factor on the interval's half-widths that would have covered that share of the scored backtest hours.
     The members' intervals assume their own model is right; averaged, they are too wide on smooth clusters
     and too narrow on bursty ones."""
-    ratios = []
+    ratios: dict[int, list[np.ndarray]] = {level: [] for level in LEVELS}  # |error| / half-width, per hour
     for cut, fc in zip(cuts, forecasts, strict=True):
         actual, scored = cleaned.values[cut : cut + horizon], cleaned.observed[cut : cut + horizon]
         error = actual - fc.mean
         for level in LEVELS:
             half = np.where(error >= 0, fc.upper[level] - fc.mean, fc.mean - fc.lower[level])[scored]
-            error_at = error[scored]
-            z = norm.ppf(0.5 + level / 200)  # per standard normal unit, so the levels pool
-            ratios.append((level, np.divide(np.abs(error_at), half / z, out=np.full(error_at.shape, np.inf),
-                                            where=half > 0)))  # fmt: skip
+            miss = np.abs(error[scored])
+            ratios[level].append(np.divide(miss, half, out=np.full(miss.shape, np.inf), where=half > 0))
     widening = {}
-    for level in LEVELS:
-        pooled = np.concatenate([r for lv, r in ratios if lv == level])
-        needed = (
-            float(np.quantile(pooled, level / 100, method="higher")) / norm.ppf(0.5 + level / 200)
-            if pooled.size
-            else 1
-        )
+    for level, parts in ratios.items():
+        pooled = np.concatenate(parts)
+        needed = float(np.quantile(pooled, level / 100, method="higher")) if pooled.size else 1.0
         widening[level] = float(np.clip(needed, *WIDENING_RANGE))
     return widening
 
