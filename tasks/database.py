@@ -48,7 +48,7 @@ def _sqlite(url: str) -> sa.Engine:
         dbapi_connection.execute("PRAGMA journal_mode=WAL")
         # A bulk ingest updates six indexes of usage_events: 2 MB of page cache (the default) thrashes.
         dbapi_connection.execute("PRAGMA cache_size=-262144")  # KiB: 256 MiB at most, used as needed
-        dbapi_connection.execute("PRAGMA temp_store=MEMORY")  # the staging table
+        dbapi_connection.execute("PRAGMA temp_store=MEMORY")  # sorts of a conflict check
 
     return engine
 

@@ -36,23 +36,11 @@ usage_events = sa.Table(
     sa.UniqueConstraint("source", "event_id", name="uq_usage_events_source_event"),
 )
 
-# An ingest's batch on its way in (tasks/billing/staging.py): a temporary table, per connection and not in
-# `metadata`, so migrations never create it; the ledger's columns a batch carries plus its position in it.
+# The ledger's columns an ingest batch carries (tasks/billing/staging.py), in the order it sends them.
 STAGED_COLUMNS = (
     "source", "event_id", "customer", "project", "job", "supplier", "node", "gpu_type", "gpu_count",
     "start_at", "end_at", "start_day", "end_day", "gpu_microseconds",
 )  # fmt: skip
-
-
-def usage_staging() -> sa.Table:
-    return sa.Table(
-        "usage_staging",
-        sa.MetaData(),
-        sa.Column("pos", sa.Integer, primary_key=True),
-        *(sa.Column(c.name, c.type) for c in usage_events.columns if c.name in STAGED_COLUMNS),
-        prefixes=["TEMPORARY"],
-        postgresql_on_commit="DROP",
-    )
 
 
 quarantine = sa.Table(

@@ -10,21 +10,25 @@ ledger) are ignored and counted; a row that cannot be billed is quarantined with
 
 from __future__ import annotations
 
+import gc
 import json
 import re
 import time
-from collections.abc import Collection, Iterable, Iterator, Sequence
+from array import array
+from collections.abc import Callable, Collection, Iterable, Sequence
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
-from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
 
 from tasks.audit import record as audit_record
-from tasks.billing.files import REQUIRED, TEXT_FIELDS, read_rows
-from tasks.billing.staging import stage_and_insert
+from tasks.billing.files import REQUIRED, TEXT_FIELDS, escaped, read_rows
+from tasks.billing.rows import RowParser, Staged, gpu_microseconds, number, staged
+from tasks.billing.staging import CHUNK_ROWS, Stager, stage_and_insert
 from tasks.errors import InputError
 from tasks.schema import ingest_batches, quarantine, usage_conflicts, usage_events
 
@@ -38,7 +42,6 @@ def accepted_gpu_types(priced: Iterable[str] = ()) -> frozenset[str]:
 
 
 MICROSECONDS_PER_HOUR = Decimal(3_600_000_000)
-ONE_MICROSECOND = timedelta(microseconds=1)
 # PostgreSQL advisory lock: ingest batches take it shared, a period close takes it exclusive, so a close
 # sees every batch that committed before it and none that is half-way.
 LEDGER_WRITE_LOCK = 0x6770_7566_6C6F_7701
@@ -70,24 +73,20 @@ class UsageEvent:
         """The event as a usage file row would carry it (what the quarantine keeps of a rejected one)."""
         return {k: v.isoformat() if isinstance(v, datetime) else str(v) for k, v in asdict(self).items()}
 
-    def as_tuple(self) -> tuple[Any, ...]:
-        """The event as the ledger stores it (tasks/billing/staging.COLUMNS), with what a rollup sums."""
-        return (
-            self.source, self.event_id, self.customer, self.project, self.job, self.supplier, self.node,
-            self.gpu_type, self.gpu_count, self.start, self.end, self.start.date(),
-            (self.end - ONE_MICROSECOND).date(), self.gpu_microseconds,
-        )  # fmt: skip
+
+def event_of(row: Staged) -> UsageEvent:
+    """The event a staged row holds (a conflict's differences are worded from it)."""
+    return UsageEvent(
+        *row[:8],
+        Decimal(row[8]),
+        datetime.fromisoformat(row[9]).replace(tzinfo=UTC),
+        datetime.fromisoformat(row[10]).replace(tzinfo=UTC),
+    )
 
 
 def as_utc(value: datetime) -> datetime:
     """A stored time as aware UTC: SQLite hands back naive datetimes, which the ledger writes in UTC."""
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-
-
-def gpu_microseconds(start: datetime, end: datetime, gpu_count: Decimal) -> int:
-    """GPU count x duration in microseconds, an integer (rounded half-even once, at most half a GPU-µs)."""
-    micro = (end - start) // ONE_MICROSECOND
-    return int((Decimal(micro) * gpu_count).quantize(Decimal(1), ROUND_HALF_EVEN))
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,15 +106,6 @@ class IngestSummary:
     quarantined: int
     reasons: dict[str, int]
     conflicts: int = 0  # rows = inserted + duplicates + conflicts + quarantined
-
-
-@dataclass(frozen=True, slots=True)
-class Accepted:
-    """A parsed row and where it came from (a conflict names its line and keeps its bytes)."""
-
-    event: UsageEvent
-    line: int
-    raw: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -210,21 +200,6 @@ def _text(record: dict[str, Any], name: str, bounds: Plausible) -> str:
     return text
 
 
-def _number(value: Any, name: str) -> Decimal:
-    if isinstance(value, bool) or not isinstance(value, str | int | float):
-        raise ValueError(f"{name} is not a number (got {type(value).__name__})")
-    text = str(value).strip()
-    if len(text) > 40:
-        raise ValueError(f"{name} is not a plausible number ({len(text)} characters)")
-    try:
-        number = Decimal(text)
-    except InvalidOperation:
-        raise ValueError(f"{name} {value!r} is not a number") from None
-    if not number.is_finite():
-        raise ValueError(f"{name} must be a finite number, got {value}")
-    return number
-
-
 def parse_event(
     record: dict[str, Any], default_source: str, gpu_types: Collection[str], bounds: Plausible = PLAUSIBLE
 ) -> UsageEvent:
@@ -233,12 +208,12 @@ def parse_event(
     for name in REQUIRED:
         if record.get(name) in (None, "") or (name in texts and not texts[name]):
             raise ValueError(f"missing {name}")
-    gpu_count = _number(record["gpu_count"], "gpu_count")
+    gpu_count = number(record["gpu_count"], "gpu_count")
     start = parse_time(record["start"], "start", bounds)
     if record.get("end") not in (None, ""):
         end = parse_time(record["end"], "end", bounds)
     elif record.get("duration_seconds") not in (None, ""):
-        seconds = _number(record["duration_seconds"], "duration_seconds")
+        seconds = number(record["duration_seconds"], "duration_seconds")
         if seconds < 0:
             raise ValueError("negative duration")
         if seconds > Decimal(int(bounds.max_duration.total_seconds())):
@@ -273,58 +248,58 @@ def ingest_file(
     with their reason. An event's identity is its producer's source and id: rows name their `source`, or
     the ingest names one; a file with neither is refused (a file name is no identity: renamed, it would
     bill twice; two suppliers' usage.jsonl would collide)."""
-    return ingest_rows(engine, read_rows(path), str(path), source, gpu_types)
-
-
-def ingest_rows(
-    engine: sa.Engine,
-    rows_read: Iterator[tuple[int, str, dict[str, Any] | None, str | None]],
-    label: str,
-    source: str | None,
-    gpu_types: Collection[str] = DEFAULT_GPU_TYPES,
-) -> IngestSummary:
-    """ingest_file's batch for rows from anywhere; `label` names where they came from in the batch,
-    quarantine and conflict records."""
-    events: dict[tuple[str, str], Accepted] = {}
+    label = str(path)
+    events: dict[tuple[str, str], int] = {}  # the first of each identity: its place in the batch
     rejected: list[Rejected] = []
     conflicts: list[Conflict] = []
     rows = in_file_duplicates = 0
-    no_source: int | None = None
-    for line, raw, record, problem in rows_read:
-        rows += 1
-        if record is not None and problem is None:
-            try:
-                event = parse_event(record, source or "", gpu_types)
-            except ValueError as exc:
-                problem = str(exc)
-            else:
-                if not event.source:
-                    no_source = no_source or line
+    fast = RowParser(source or "", gpu_types, PLAUSIBLE, _now())
+    with BatchWriter(engine, label, source or "(per row)") as batch:
+        gc.disable()  # a million rows build millions of objects and no cycle: collections only cost time
+        try:
+            for line, raw, record, problem in read_rows(path):
+                rows += 1
+                if record is None or problem is not None:
+                    rejected.append(Rejected(line, escaped(raw), problem or "unreadable row"))
                     continue
-                key = (event.source, event.event_id)
-                if key not in events:
-                    events[key] = Accepted(event, line, raw)
-                elif changed := differences(event, events[key].event):
-                    conflicts.append(Conflict(line, raw, *key, f"line {events[key].line}: {changed}"))
+                row = fast.parse(record)
+                if row is None:  # not the common row: the one definition judges it, and words the reason
+                    try:
+                        event = parse_event(record, source or "", gpu_types)
+                    except ValueError as exc:
+                        rejected.append(Rejected(line, escaped(raw), str(exc)))
+                        continue
+                    if not event.source:
+                        raise InputError(
+                            f"usage file {label}: line {line} names no source and none was given: name the "
+                            "system that produced the events (a `source` column, or --source), so a re-sent "
+                            "file is recognised"
+                        )
+                    row = staged(event)
+                key = (row[0], row[1])
+                first = events.get(key)
+                if first is None:
+                    events[key] = batch.add(row, line)
+                elif (held := batch.rows[first]) != row and (
+                    changed := differences(event_of(row), event_of(held))
+                ):
+                    conflicts.append(
+                        Conflict(line, escaped(raw), *key, f"line {batch.lines[first]}: {changed}")
+                    )
                 else:
                     in_file_duplicates += 1
-                continue
-        rejected.append(Rejected(line, raw, problem or "unreadable row"))
-    if no_source is not None:
-        raise InputError(
-            f"usage file {label}: line {no_source} names no source and none was given: name the system "
-            "that produced the events (a `source` column, or --source), so a re-sent file is recognised"
-        )
-    return write_batch(
-        engine,
-        label,
-        source or "(per row)",
-        rows,
-        list(events.values()),
-        rejected,
-        in_file_duplicates,
-        conflicts,
-    )
+        finally:
+            gc.enable()
+        return batch.finish(rows, rejected, in_file_duplicates, conflicts, lambda lines: reread(path, lines))
+
+
+def reread(path: Path, lines: Collection[int]) -> dict[int, bytes]:
+    """Some rows' bytes, read again (a conflict with the ledger keeps them; a batch does not hold every
+    row's bytes while it runs). A file gone meanwhile costs only the bytes: the event is kept as JSON."""
+    try:
+        return {line: raw for line, raw, *_ in read_rows(path) if line in lines}
+    except InputError:
+        return {}
 
 
 def ingest_events(
@@ -336,7 +311,7 @@ def ingest_events(
 ) -> IngestSummary:
     """A batch of events made in code (a flow recording its own GPU time): the same checks, dedup,
     quarantine and audit as a file's rows, without a round trip through text."""
-    accepted: dict[tuple[str, str], UsageEvent] = {}
+    accepted: dict[tuple[str, str], tuple[Staged, int, bytes]] = {}
     rejected: list[Rejected] = []
     duplicates = 0
     for line, event in enumerate(events, start=1):
@@ -350,9 +325,13 @@ def ingest_events(
         if (event.source, event.event_id) in accepted:
             duplicates += 1
         accepted.setdefault(
-            (event.source, event.event_id), Accepted(event, line, json.dumps(event.as_json()))
+            (event.source, event.event_id), (staged(event), line, json.dumps(event.as_json()).encode())
         )
-    return write_batch(engine, label, source, len(events), list(accepted.values()), rejected, duplicates, [])
+    raws = {line: raw for _, line, raw in accepted.values()}
+    with BatchWriter(engine, label, source) as batch:
+        for row, line, _ in accepted.values():
+            batch.add(row, line)
+        return batch.finish(len(events), rejected, duplicates, [], lambda _lines: raws)
 
 
 def check_event(event: UsageEvent, gpu_types: Collection[str], bounds: Plausible = PLAUSIBLE) -> None:
@@ -377,43 +356,90 @@ def check_event(event: UsageEvent, gpu_types: Collection[str], bounds: Plausible
         raise ValueError(f"the event lasts longer than {bounds.max_duration.days} days")
 
 
-def write_batch(
-    engine: sa.Engine,
-    path: str,
-    source: str,
-    rows: int,
-    events: list[Accepted],
-    rejected: list[Rejected],
-    in_file_duplicates: int,
-    conflicts: list[Conflict],
-) -> IngestSummary:
-    """One transaction: the batch record, new events, quarantined rows, conflicts and the audit record, or
-    nothing. An event the ledger already holds is a duplicate when it is the same, a conflict when not."""
-    now = datetime.now(UTC)
-    with engine.begin() as connection:  # all or nothing
-        if connection.dialect.name == "postgresql":
-            connection.execute(
-                sa.text("SELECT pg_advisory_xact_lock_shared(:key)"), {"key": LEDGER_WRITE_LOCK}
+class BatchWriter:
+    """One batch, one transaction: the batch record, new events, quarantined rows, conflicts and the audit
+    record, or nothing. The transaction opens when the first chunk of events is ready (a small file is read
+    whole before the ledger is locked; a large one is staged while the rest is read) and commits when the
+    block ends after `finish`. An event the ledger already holds is a duplicate when it is the same, a
+    conflict when not."""
+
+    def __init__(self, engine: sa.Engine, label: str, source: str) -> None:
+        self.engine, self.label, self.source = engine, label, source
+        self.now = datetime.now(UTC)
+        self.rows: list[Staged] = []  # every event new to the batch, in order, and its line
+        self.lines = array("q")
+        self._pending: list[Staged] = []
+        self._stack = ExitStack()
+        self._stager: Stager | None = None
+
+    def __enter__(self) -> BatchWriter:
+        return self
+
+    def __exit__(self, *exc: Any) -> bool:
+        return self._stack.__exit__(*exc)
+
+    def add(self, row: Staged, line: int) -> int:
+        """Adds an event new to the batch; returns its place in it."""
+        self.rows.append(row)
+        self.lines.append(line)
+        self._pending.append(row)
+        if len(self._pending) >= CHUNK_ROWS:
+            self._flush()
+        return len(self.rows) - 1
+
+    def _flush(self) -> Stager:
+        if self._stager is None:
+            self.connection = connection = self._stack.enter_context(self.engine.begin())
+            if connection.dialect.name == "postgresql":
+                connection.execute(
+                    sa.text("SELECT pg_advisory_xact_lock_shared(:key)"), {"key": LEDGER_WRITE_LOCK}
+                )
+            self.batch_id = connection.execute(
+                ingest_batches.insert()
+                .values(
+                    file=self.label,
+                    source=self.source,
+                    rows=0,
+                    inserted=0,
+                    duplicates=0,
+                    quarantined=0,
+                    created_at=self.now,
+                )  # fmt: skip
+                .returning(ingest_batches.c.id)
+            ).scalar_one()
+            self._stager = self._stack.enter_context(
+                Stager(connection, self.batch_id, self.now, stage_and_insert)
             )
-        batch_id = connection.execute(
-            ingest_batches.insert()
-            .values(
-                file=str(path),
-                source=source,
-                rows=rows,
-                inserted=0,
-                duplicates=0,
-                quarantined=len(rejected),
-                created_at=now,
-            )
-            .returning(ingest_batches.c.id)
-        ).scalar_one()
-        staged = stage_and_insert(connection, [a.event.as_tuple() for a in events], batch_id, now)
-        inserted = staged.inserted
+        self._stager.submit(self._pending)
+        self._pending = []
+        return self._stager
+
+    def finish(
+        self,
+        rows: int,
+        rejected: list[Rejected],
+        in_file_duplicates: int,
+        conflicts: list[Conflict],
+        raws: Callable[[Collection[int]], dict[int, bytes]],
+    ) -> IngestSummary:
+        """raws: lines -> their bytes, for the events that conflict with the ledger."""
+        result = self._flush().close()
+        connection, batch_id, now, path = self.connection, self.batch_id, self.now, self.label
+        changed = [
+            (pos, change)
+            for pos, held in result.differing
+            if (change := differences(sent := event_of(self.rows[pos]), held_event(sent, held)))
+        ]
+        raw = raws({self.lines[pos] for pos, _ in changed}) if changed else {}
         against_ledger = [
-            Conflict(a.line, a.raw, a.event.source, a.event.event_id, f"ledger: {changed}")
-            for a, held in ((events[pos], held) for pos, held in staged.differing)
-            if (changed := differences(a.event, held_event(a.event, held)))
+            Conflict(
+                line := self.lines[pos],
+                escaped(raw[line]) if line in raw else json.dumps(event_of(self.rows[pos]).as_json()),
+                self.rows[pos][0],
+                self.rows[pos][1],
+                f"ledger: {change}",
+            )
+            for pos, change in changed
         ]
         conflicts = [*conflicts, *against_ledger]
         if conflicts:
@@ -422,7 +448,7 @@ def write_batch(
                 [
                     {
                         "batch_id": batch_id,
-                        "file": str(path),
+                        "file": path,
                         "line": c.line,
                         "source": c.source,
                         "event_id": c.event_id,
@@ -439,7 +465,7 @@ def write_batch(
                 [
                     {
                         "batch_id": batch_id,
-                        "file": str(path),
+                        "file": path,
                         "line": r.line,
                         "raw": r.raw[:10_000],
                         "reason": r.reason,
@@ -448,11 +474,18 @@ def write_batch(
                     for r in rejected
                 ],
             )
-        duplicates = in_file_duplicates + staged.known - len(against_ledger)
+        inserted = result.inserted
+        duplicates = in_file_duplicates + result.known - len(against_ledger)
         connection.execute(
             ingest_batches.update()
             .where(ingest_batches.c.id == batch_id)
-            .values(inserted=inserted, duplicates=duplicates, conflicts=len(conflicts))
+            .values(
+                rows=rows,
+                inserted=inserted,
+                duplicates=duplicates,
+                conflicts=len(conflicts),
+                quarantined=len(rejected),
+            )  # fmt: skip
         )
         audit_record(
             connection,
@@ -460,7 +493,7 @@ def write_batch(
             {
                 "batch_id": batch_id,
                 "file": path,
-                "source": source,
+                "source": self.source,
                 "rows": rows,
                 "inserted": inserted,
                 "duplicates": duplicates,
@@ -468,11 +501,13 @@ def write_batch(
                 "quarantined": len(rejected),
             },
         )
-    reasons: dict[str, int] = {}
-    for r in rejected:
-        kind = r.reason.split(":")[0].split(" '")[0]
-        reasons[kind] = reasons.get(kind, 0) + 1
-    return IngestSummary(batch_id, path, rows, inserted, duplicates, len(rejected), reasons, len(conflicts))
+        reasons: dict[str, int] = {}
+        for r in rejected:
+            kind = r.reason.split(":")[0].split(" '")[0]
+            reasons[kind] = reasons.get(kind, 0) + 1
+        return IngestSummary(
+            batch_id, path, rows, inserted, duplicates, len(rejected), reasons, len(conflicts)
+        )
 
 
 def held_event(sent: UsageEvent, held: dict[str, Any]) -> UsageEvent:
