@@ -290,14 +290,30 @@ def ingest_file(
                     in_file_duplicates += 1
         finally:
             gc.enable()
-        return batch.finish(rows, rejected, in_file_duplicates, conflicts, lambda lines: reread(path, lines))
+
+        def judged(record: dict[str, Any]) -> Staged | None:
+            try:
+                return fast.parse(record) or staged(parse_event(record, source or "", gpu_types))
+            except ValueError:
+                return None
+
+        return batch.finish(
+            rows, rejected, in_file_duplicates, conflicts, lambda wanted: reread(path, wanted, judged)
+        )
 
 
-def reread(path: Path, lines: Collection[int]) -> dict[int, bytes]:
+def reread(
+    path: Path, wanted: dict[int, Staged], judged: Callable[[dict[str, Any]], Staged | None]
+) -> dict[int, bytes]:
     """Some rows' bytes, read again (a conflict with the ledger keeps them; a batch does not hold every
-    row's bytes while it runs). A file gone meanwhile costs only the bytes: the event is kept as JSON."""
+    row's bytes while it runs), each only if it still reads as the event that was staged. A file gone or
+    rewritten meanwhile costs only the bytes: the event is then kept as JSON."""
     try:
-        return {line: raw for line, raw, *_ in read_rows(path) if line in lines}
+        return {
+            line: raw
+            for line, raw, record, problem in read_rows(path)
+            if line in wanted and record is not None and problem is None and judged(record) == wanted[line]
+        }
     except InputError:
         return {}
 
@@ -331,7 +347,7 @@ def ingest_events(
     with BatchWriter(engine, label, source) as batch:
         for row, line, _ in accepted.values():
             batch.add(row, line)
-        return batch.finish(len(events), rejected, duplicates, [], lambda _lines: raws)
+        return batch.finish(len(events), rejected, duplicates, [], lambda _wanted: raws)
 
 
 def check_event(event: UsageEvent, gpu_types: Collection[str], bounds: Plausible = PLAUSIBLE) -> None:
@@ -420,9 +436,9 @@ class BatchWriter:
         rejected: list[Rejected],
         in_file_duplicates: int,
         conflicts: list[Conflict],
-        raws: Callable[[Collection[int]], dict[int, bytes]],
+        raws: Callable[[dict[int, Staged]], dict[int, bytes]],
     ) -> IngestSummary:
-        """raws: lines -> their bytes, for the events that conflict with the ledger."""
+        """raws: {line: staged row} -> those lines' bytes, for the events that conflict with the ledger."""
         result = self._flush().close()
         connection, batch_id, now, path = self.connection, self.batch_id, self.now, self.label
         changed = [
@@ -430,7 +446,7 @@ class BatchWriter:
             for pos, held in result.differing
             if (change := differences(sent := event_of(self.rows[pos]), held_event(sent, held)))
         ]
-        raw = raws({self.lines[pos] for pos, _ in changed}) if changed else {}
+        raw = raws({self.lines[pos]: self.rows[pos] for pos, _ in changed}) if changed else {}
         against_ledger = [
             Conflict(
                 line := self.lines[pos],

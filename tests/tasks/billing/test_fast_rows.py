@@ -211,3 +211,27 @@ def test_staged_times_are_utc_whatever_the_offset_sent(engine: sa.Engine, tmp_pa
             sa.select(usage_events.c.start_at).order_by(usage_events.c.event_id)
         ).all()
     assert [ledger.as_utc(s) for (s,) in starts] == [datetime(2026, 5, 1, 10, tzinfo=UTC)] * 2
+
+
+def test_a_file_rewritten_during_its_ingest_never_lends_a_conflict_another_rows_bytes(
+    engine: sa.Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ingest_file(engine, usage(tmp_path / "a.jsonl", [event(1), event(2)]))
+    path = usage(tmp_path / "b.jsonl", [event(1, customer="changed"), event(2, customer="changed")])
+    real, reads = ledger.read_rows, []
+
+    def rewritten_before_the_second_read(p: Path) -> Any:
+        reads.append(p)
+        if len(reads) == 2:  # the conflicts' bytes are read again: someone rewrote the file meanwhile
+            usage(p, [event(7, customer="changed"), event(2, customer="changed")])
+        return real(p)
+
+    monkeypatch.setattr(ledger, "read_rows", rewritten_before_the_second_read)
+    summary = ingest_file(engine, path)
+    assert summary.conflicts == 2 and len(reads) == 2
+    with engine.connect() as connection:
+        raws = connection.execute(
+            sa.select(usage_conflicts.c.event_id, usage_conflicts.c.raw).order_by(usage_conflicts.c.line)
+        ).all()
+    assert raws[0][0] == "e1" and '"e1"' in raws[0][1] and '"e7"' not in raws[0][1]  # kept as JSON
+    assert raws[1] == ("e2", json.dumps(event(2, customer="changed")))  # still the bytes as sent
