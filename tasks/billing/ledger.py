@@ -13,7 +13,6 @@ from __future__ import annotations
 import gc
 import json
 import re
-import time
 from array import array
 from collections.abc import Callable, Collection, Iterable, Sequence
 from contextlib import ExitStack
@@ -27,7 +26,16 @@ import sqlalchemy as sa
 
 from tasks.audit import record as audit_record
 from tasks.billing.files import REQUIRED, TEXT_FIELDS, escaped, read_rows
-from tasks.billing.rows import RowParser, Staged, gpu_microseconds, number, staged
+from tasks.billing.rows import (
+    ONE_MICROSECOND,
+    PLAUSIBLE,
+    Plausible,
+    RowParser,
+    Staged,
+    gpu_microseconds,
+    number,
+    time_text,
+)
 from tasks.billing.staging import CHUNK_ROWS, Stager, stage_and_insert
 from tasks.errors import InputError
 from tasks.schema import ingest_batches, quarantine, usage_conflicts, usage_events
@@ -72,6 +80,16 @@ class UsageEvent:
     def as_json(self) -> dict[str, str]:
         """The event as a usage file row would carry it (what the quarantine keeps of a rejected one)."""
         return {k: v.isoformat() if isinstance(v, datetime) else str(v) for k, v in asdict(self).items()}
+
+
+def staged(event: UsageEvent) -> Staged:
+    """An event in the staged form (what the ledger stores, with what a rollup sums)."""
+    return (
+        event.source, event.event_id, event.customer, event.project, event.job, event.supplier, event.node,
+        event.gpu_type, str(event.gpu_count), time_text(event.start), time_text(event.end),
+        event.start.astimezone(UTC).date().isoformat(),
+        (event.end.astimezone(UTC) - ONE_MICROSECOND).date().isoformat(), event.gpu_microseconds,
+    )  # fmt: skip
 
 
 def event_of(row: Staged) -> UsageEvent:
@@ -131,36 +149,6 @@ def differences(sent: UsageEvent, held: UsageEvent) -> str:
 
 
 # ------------------------------------------------------------------------------------------------ parsing
-
-
-@dataclass(frozen=True, slots=True)
-class Plausible:
-    """What a billable event may look like; anything outside is quarantined with the bound it broke.
-    One bad value costs its row, never its file."""
-
-    epoch: datetime = datetime(2015, 1, 1, tzinfo=UTC)  # no GPU usage is billed from before the ledger
-    future_skew: timedelta = timedelta(hours=1)  # clocks drift; usage from the future does not exist
-    max_duration: timedelta = timedelta(days=31)
-    max_gpus: Decimal = Decimal(1024)
-    max_id_chars: int = 200
-
-    def outside(self, when: datetime) -> bool:
-        return not self.epoch <= when <= _now() + self.future_skew
-
-    @property
-    def outside_reason(self) -> str:
-        return f"outside the ledger's range ({self.epoch:%Y-%m-%d} to now)"
-
-
-PLAUSIBLE = Plausible()
-_clock: list[Any] = [-1.0, None]  # (monotonic s, now): a million rows need not read the clock 3 million times
-
-
-def _now() -> datetime:
-    tick = time.monotonic()
-    if tick - _clock[0] > 0.5:
-        _clock[:] = [tick, datetime.now(UTC)]
-    return _clock[1]
 
 
 UNSTORABLE = re.compile("[\x00-\x1f\ud800-\udfff]")  # control characters and lone surrogates
@@ -253,7 +241,7 @@ def ingest_file(
     rejected: list[Rejected] = []
     conflicts: list[Conflict] = []
     rows = in_file_duplicates = 0
-    fast = RowParser(source or "", gpu_types, PLAUSIBLE, _now())
+    fast = RowParser(source or "", gpu_types)
     with BatchWriter(engine, label, source or "(per row)") as batch:
         gc.disable()  # a million rows build millions of objects and no cycle: collections only cost time
         try:

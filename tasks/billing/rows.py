@@ -1,5 +1,5 @@
-"""Usage rows on their way to the ledger, fast: the staged form every accepted event takes, and a lean parser
-for the row nearly every producer writes.
+"""Usage rows on their way to the ledger: the staged form every accepted event takes, the plausibility bounds
+a row must keep, and a lean parser for the row nearly every producer writes.
 
 `ledger.parse_event` is the one definition of what a row means. `RowParser.parse` accepts only rows it can
 read without doubt (plain text fields, a known GPU type, a UTC time, a whole-second duration or an end time
@@ -11,13 +11,12 @@ benchmark), hence this path.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Collection
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from tasks.billing.ledger import Plausible, UsageEvent
+from typing import Any
 
 # (source, event_id, customer, project, job, supplier, node, gpu_type, gpu_count, start_at, end_at,
 #  start_day, end_day, gpu_microseconds): tasks/schema.STAGED_COLUMNS, times as naive UTC text the way
@@ -55,14 +54,35 @@ def time_text(when: datetime) -> str:
     return when.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
 
 
-def staged(event: UsageEvent) -> Staged:
-    """An event in the staged form (what the ledger stores, with what a rollup sums)."""
-    return (
-        event.source, event.event_id, event.customer, event.project, event.job, event.supplier, event.node,
-        event.gpu_type, str(event.gpu_count), time_text(event.start), time_text(event.end),
-        event.start.astimezone(UTC).date().isoformat(),
-        (event.end.astimezone(UTC) - ONE_MICROSECOND).date().isoformat(), event.gpu_microseconds,
-    )  # fmt: skip
+@dataclass(frozen=True, slots=True)
+class Plausible:
+    """What a billable event may look like; anything outside is quarantined with the bound it broke.
+    One bad value costs its row, never its file."""
+
+    epoch: datetime = datetime(2015, 1, 1, tzinfo=UTC)  # no GPU usage is billed from before the ledger
+    future_skew: timedelta = timedelta(hours=1)  # clocks drift; usage from the future does not exist
+    max_duration: timedelta = timedelta(days=31)
+    max_gpus: Decimal = Decimal(1024)
+    max_id_chars: int = 200
+
+    def outside(self, when: datetime) -> bool:
+        return not self.epoch <= when <= clock() + self.future_skew
+
+    @property
+    def outside_reason(self) -> str:
+        return f"outside the ledger's range ({self.epoch:%Y-%m-%d} to now)"
+
+
+PLAUSIBLE = Plausible()
+_clock: list[Any] = [-1.0, None]  # (monotonic s, now): a million rows need not read the clock 3 million times
+
+
+def clock() -> datetime:
+    """Now, read at most twice a second."""
+    tick = time.monotonic()
+    if tick - _clock[0] > 0.5:
+        _clock[:] = [tick, datetime.now(UTC)]
+    return _clock[1]
 
 
 class RowParser:
@@ -71,13 +91,13 @@ class RowParser:
     a time past that goes the long way."""
 
     def __init__(
-        self, default_source: str, gpu_types: Collection[str], bounds: Plausible, now: datetime
+        self, default_source: str, gpu_types: Collection[str], bounds: Plausible = PLAUSIBLE
     ) -> None:
         self.default_source = default_source
         self.gpu_types = frozenset(gpu_types)
         self.max_chars = bounds.max_id_chars
         self.earliest = bounds.epoch
-        self.latest = now + bounds.future_skew
+        self.latest = clock() + bounds.future_skew
         self.max_seconds = int(bounds.max_duration.total_seconds())
         self.max_gpus = bounds.max_gpus
         self._counts: dict[tuple[type, Any], tuple[Decimal, str] | None] = {}

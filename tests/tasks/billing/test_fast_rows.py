@@ -16,8 +16,8 @@ from hypothesis import strategies as st
 
 import tasks.billing.ledger as ledger
 from tasks.billing.files import read_rows
-from tasks.billing.ledger import DEFAULT_GPU_TYPES, PLAUSIBLE, _now, ingest_file, parse_event
-from tasks.billing.rows import RowParser, staged
+from tasks.billing.ledger import DEFAULT_GPU_TYPES, ingest_file, parse_event, staged
+from tasks.billing.rows import RowParser
 from tasks.schema import ingest_batches, usage_conflicts, usage_events
 
 # Per field: values a producer writes (first, drawn most of the time), then the edges either path must judge.
@@ -84,7 +84,7 @@ def records(draw: st.DrawFn) -> dict[str, Any]:
 def test_the_fast_path_accepts_only_what_parse_event_accepts_and_stages_it_the_same(
     record: dict[str, Any], default: str
 ) -> None:
-    fast = RowParser(default, DEFAULT_GPU_TYPES, PLAUSIBLE, _now())
+    fast = RowParser(default, DEFAULT_GPU_TYPES)
     row = fast.parse(record)
     try:
         event = parse_event(record, default, DEFAULT_GPU_TYPES)
@@ -97,7 +97,7 @@ def test_the_fast_path_accepts_only_what_parse_event_accepts_and_stages_it_the_s
 
 def test_the_fast_path_takes_the_common_rows() -> None:
     """What the fast path is for: a producer's usual rows do not go the long way."""
-    fast = RowParser("", DEFAULT_GPU_TYPES, PLAUSIBLE, _now())
+    fast = RowParser("", DEFAULT_GPU_TYPES)
     common = {
         "source": "feed", "event_id": 17, "customer": "acme", "project": "llm", "supplier": "homelab",
         "gpu_type": "H100", "gpu_count": "0.5", "start": "2026-05-01T10:00:00Z", "duration_seconds": 3600,
