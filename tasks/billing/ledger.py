@@ -243,6 +243,7 @@ def ingest_file(
     rows = in_file_duplicates = 0
     fast = RowParser(source or "", gpu_types)
     with BatchWriter(engine, label, source or "(per row)") as batch:
+        collecting = gc.isenabled()
         gc.disable()  # a million rows build millions of objects and no cycle: collections only cost time
         try:
             for line, raw, record, problem in read_rows(path):
@@ -277,7 +278,8 @@ def ingest_file(
                 else:
                     in_file_duplicates += 1
         finally:
-            gc.enable()
+            if collecting:
+                gc.enable()
 
         def judged(record: dict[str, Any]) -> Staged | None:
             try:

@@ -126,6 +126,9 @@ class Stager:
         self._pool.shutdown(wait=True, cancel_futures=True)
 
     def submit(self, rows: Sequence[Staged]) -> None:
+        for _, chunk in self._chunks[-2:]:  # a failed chunk fails the batch now, not at the file's end
+            if chunk.done() and (error := chunk.exception()) is not None:
+                raise error
         if rows:
             future = self._pool.submit(self._stage, self._connection, rows, self._batch_id, self._now)
             self._chunks.append((self._sent, future))
