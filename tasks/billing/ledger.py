@@ -242,6 +242,17 @@ def ingest_file(
     conflicts: list[Conflict] = []
     rows = in_file_duplicates = 0
     fast = RowParser(source or "", gpu_types)
+
+    def stage_record(record: dict[str, Any]) -> Staged:
+        """The common row by the fast path; any other by the one definition, which words the reason."""
+        return fast.parse(record) or staged(parse_event(record, source or "", gpu_types))
+
+    def judged(record: dict[str, Any]) -> Staged | None:
+        try:
+            return stage_record(record)
+        except ValueError:
+            return None
+
     with BatchWriter(engine, label, source or "(per row)") as batch:
         collecting = gc.isenabled()
         gc.disable()  # a million rows build millions of objects and no cycle: collections only cost time
@@ -251,20 +262,17 @@ def ingest_file(
                 if record is None or problem is not None:
                     rejected.append(Rejected(line, escaped(raw), problem or "unreadable row"))
                     continue
-                row = fast.parse(record)
-                if row is None:  # not the common row: the one definition judges it, and words the reason
-                    try:
-                        event = parse_event(record, source or "", gpu_types)
-                    except ValueError as exc:
-                        rejected.append(Rejected(line, escaped(raw), str(exc)))
-                        continue
-                    if not event.source:
-                        raise InputError(
-                            f"usage file {label}: line {line} names no source and none was given: name the "
-                            "system that produced the events (a `source` column, or --source), so a re-sent "
-                            "file is recognised"
-                        )
-                    row = staged(event)
+                try:
+                    row = stage_record(record)
+                except ValueError as exc:
+                    rejected.append(Rejected(line, escaped(raw), str(exc)))
+                    continue
+                if not row[0]:
+                    raise InputError(
+                        f"usage file {label}: line {line} names no source and none was given: name the "
+                        "system that produced the events (a `source` column, or --source), so a re-sent "
+                        "file is recognised"
+                    )
                 key = (row[0], row[1])
                 first = events.get(key)
                 if first is None:
@@ -280,13 +288,6 @@ def ingest_file(
         finally:
             if collecting:
                 gc.enable()
-
-        def judged(record: dict[str, Any]) -> Staged | None:
-            try:
-                return fast.parse(record) or staged(parse_event(record, source or "", gpu_types))
-            except ValueError:
-                return None
-
         return batch.finish(
             rows, rejected, in_file_duplicates, conflicts, lambda wanted: reread(path, wanted, judged)
         )
@@ -374,7 +375,7 @@ class BatchWriter:
         self.now = datetime.now(UTC)
         self.rows: list[Staged] = []  # every event new to the batch, in order, and its line
         self.lines = array("q")
-        self._pending: list[Staged] = []
+        self._staged = 0  # rows[:_staged] are on their way to the ledger
         self._stack = ExitStack()
         self._stager: Stager | None = None
 
@@ -388,8 +389,7 @@ class BatchWriter:
         """Adds an event new to the batch; returns its place in it."""
         self.rows.append(row)
         self.lines.append(line)
-        self._pending.append(row)
-        if len(self._pending) >= CHUNK_ROWS:
+        if len(self.rows) - self._staged >= CHUNK_ROWS:
             self._flush()
         return len(self.rows) - 1
 
@@ -416,8 +416,8 @@ class BatchWriter:
             self._stager = self._stack.enter_context(
                 Stager(connection, self.batch_id, self.now, stage_and_insert)
             )
-        self._stager.submit(self._pending)
-        self._pending = []
+        self._stager.submit(self.rows[self._staged :])
+        self._staged = len(self.rows)
         return self._stager
 
     def finish(

@@ -18,13 +18,14 @@ from datetime import UTC, date, datetime, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
 from typing import Any
 
+from tasks.billing.files import TEXT_FIELDS
+
 # (source, event_id, customer, project, job, supplier, node, gpu_type, gpu_count, start_at, end_at,
 #  start_day, end_day, gpu_microseconds): tasks/schema.STAGED_COLUMNS, times as naive UTC text the way
 # SQLAlchemy stores them in SQLite (2026-05-01 10:00:00.000000), so a re-sent event compares equal there,
-# and PostgreSQL reads them under a UTC session.
+# and PostgreSQL reads them AT TIME ZONE 'UTC' (tasks/billing/staging.py).
 Staged = tuple[str, str, str, str, str, str, str, str, str, str, str, str, str, int]
 
-TEXT_FIELDS = ("source", "event_id", "customer", "project", "job", "supplier", "node", "gpu_type")
 ONE_MICROSECOND = timedelta(microseconds=1)
 
 

@@ -1,5 +1,5 @@
 """A batch's events reach the ledger a chunk at a time, each chunk one statement: the chunk travels as one
-JSON array (orjson, in C), the database unpacks it (SQLite's json_each, PostgreSQL's json_array_elements) and
+JSON array (orjson, in C), the database unpacks it (SQLite's json_each, PostgreSQL's jsonb_array_elements) and
 one INSERT … SELECT … ON CONFLICT DO NOTHING adds the new events. Only when some were held already are they
 compared with what was sent, in SQL, so only a conflict's two versions come back to Python.
 
