@@ -41,7 +41,12 @@ TRACE = ROOT.parent / "shared" / "data" / "alibaba-genai-lora" / "lora_request_t
 SLICE = ROOT / "tests" / "data" / "usage" / "lora_request_trace_slice.csv"
 SUPPLIERS = [("homelab", "rtx5090"), ("alibaba-genai", "a10"), ("edge-co", "rtx4090"),
              ("dc-west", "a100"), ("dc-east", "h100"), ("render-farm", "l40s")]  # fmt: skip
-SECONDARY_INDEXES = ("ix_usage_events_day_groups", "ix_usage_events_batch", "ix_usage_events_multi_day")
+SECONDARY_INDEXES = (  # the first two: one on each database (migration 0011)
+    "ix_usage_events_day_groups",
+    "ix_usage_events_start_day",
+    "ix_usage_events_batch",
+    "ix_usage_events_multi_day",
+)
 RATES = rates_from(DEFAULT_RATES)
 LAST_DAY = date(2026, 11, 22)  # the ledger ends the day before "yesterday"; the new hour is today's first
 

@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import atexit
 import threading
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import sqlalchemy as sa
 from alembic import command
@@ -46,7 +48,7 @@ def _sqlite(url: str) -> sa.Engine:
     @sa.event.listens_for(engine, "connect")
     def _wal(dbapi_connection, _record) -> None:  # noqa: ANN001 - sqlite3's connection
         dbapi_connection.execute("PRAGMA journal_mode=WAL")
-        # A bulk ingest updates six indexes of usage_events: 2 MB of page cache (the default) thrashes.
+        # A bulk ingest updates five indexes of usage_events: 2 MB of page cache (the default) thrashes.
         dbapi_connection.execute("PRAGMA cache_size=-262144")  # KiB: 256 MiB at most, used as needed
         dbapi_connection.execute("PRAGMA temp_store=MEMORY")  # sorts of a conflict check
 
@@ -59,6 +61,22 @@ def migrate(engine: sa.Engine) -> None:
     with engine.begin() as connection:
         config.attributes["connection"] = connection
         command.upgrade(config, "head")
+
+
+def insert_rows(connection: sa.Connection, table: sa.Table, rows: Sequence[Mapping[str, Any]]) -> None:
+    """Many rows into `table` inside the connection's transaction. On PostgreSQL by COPY: executemany sent
+    a statement per row, 5 s of a 1 M-event rollup's 160,000 daily rows."""
+    if not rows:
+        return
+    if connection.dialect.name != "postgresql":
+        connection.execute(table.insert(), list(rows))
+        return
+    names = list(rows[0])
+    listed = ", ".join(connection.dialect.identifier_preparer.quote(name) for name in names)
+    statement = f"COPY {table.name} ({listed}) FROM STDIN"
+    with connection.connection.cursor() as cursor, cursor.copy(statement) as copy:
+        for row in rows:
+            copy.write_row([row[name] for name in names])
 
 
 def forget(url: str) -> None:

@@ -19,7 +19,7 @@ from dataclasses import dataclass, replace
 from datetime import date
 from decimal import Decimal
 from fractions import Fraction
-from math import floor
+from math import floor, lcm
 from typing import Any, Literal
 
 import sqlalchemy as sa
@@ -35,7 +35,8 @@ HOUR_PLACES = Decimal("0.000001")
 
 def exact_amount(gpu_microseconds: int, price: Decimal) -> Fraction:
     """GPU-microseconds x price per GPU-hour, exactly: the multiplication before the division."""
-    return Fraction(gpu_microseconds) * Fraction(price) / MICRO_HOURS
+    numerator, denominator = price.as_integer_ratio()
+    return Fraction(gpu_microseconds * numerator, denominator * MICRO_HOURS)
 
 
 def cents_half_up(amount: Fraction) -> int:
@@ -48,12 +49,25 @@ def apportion(target_cents: int, exacts: Sequence[Fraction]) -> list[int]:
     """Split target_cents over parts by largest remainder: each part gets its exact cents rounded down, and
     the cents still missing go to the largest remainders (ties to the earlier part). When target_cents is
     the exact sum rounded, every part ends within one cent of its exact amount."""
-    floors = [floor(e * 100) for e in exacts]
+    return _largest_remainder(target_cents, *_over_one_denominator(exacts))
+
+
+def _over_one_denominator(exacts: Sequence[Fraction]) -> tuple[list[int], int]:
+    """The amounts as numerators over their least common denominator: a month's hundred thousand lines are
+    summed and compared as integers (Fraction's arithmetic, a gcd per step, took seconds)."""
+    denominator = lcm(*{e.denominator for e in exacts})
+    return [e.numerator * (denominator // e.denominator) for e in exacts], denominator
+
+
+def _largest_remainder(target_cents: int, numerators: Sequence[int], denominator: int) -> list[int]:
+    """apportion() over numerators / denominator."""
+    floors = [n * 100 // denominator for n in numerators]
+    remainders = [n * 100 - f * denominator for n, f in zip(numerators, floors, strict=True)]
     missing = target_cents - sum(floors)
-    order = sorted(range(len(exacts)), key=lambda i: (-(exacts[i] * 100 - floors[i]), i))
-    if not 0 <= missing <= len(exacts):
-        raise ValueError(f"cannot apportion {target_cents} cents over parts summing to {sum(exacts)}")
-    for i in order[:missing]:
+    if not 0 <= missing <= len(numerators):
+        exact = Fraction(sum(numerators), denominator)
+        raise ValueError(f"cannot apportion {target_cents} cents over parts summing to {exact}")
+    for i in sorted(range(len(numerators)), key=lambda i: (-remainders[i], i))[:missing]:
         floors[i] += 1
     return floors
 
@@ -108,17 +122,19 @@ class Statement:
 
 def settle(lines: Sequence[Line]) -> tuple[list[Line], Fraction, Decimal]:
     """Decide every line's cents: the total rounded half up once, apportioned to owners, then to lines."""
-    exact_total = sum((line.exact for line in lines), Fraction(0))
+    numerators, denominator = _over_one_denominator([line.exact for line in lines])
+    exact_total = Fraction(sum(numerators), denominator)
     total = cents_half_up(exact_total)
     owners: dict[str, list[int]] = defaultdict(list)
     for i, line in enumerate(lines):
         owners[line.owner].append(i)
     names = sorted(owners)
-    owner_exact = [sum((lines[i].exact for i in owners[name]), Fraction(0)) for name in names]
+    owner_numerators = [sum(numerators[i] for i in owners[name]) for name in names]
     settled = list(lines)
-    for name, cents in zip(names, apportion(total, owner_exact), strict=True):
+    for name, cents in zip(names, _largest_remainder(total, owner_numerators, denominator), strict=True):
         members = owners[name]
-        for i, line_cents in zip(members, apportion(cents, [lines[i].exact for i in members]), strict=True):
+        shares = _largest_remainder(cents, [numerators[i] for i in members], denominator)
+        for i, line_cents in zip(members, shares, strict=True):
             settled[i] = replace(lines[i], amount=to_money(line_cents))
     return settled, exact_total, to_money(total)
 

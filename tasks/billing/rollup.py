@@ -35,6 +35,7 @@ from tasks.audit import record
 from tasks.billing.capacity import capacity_hours
 from tasks.billing.invoices import cents_half_up, exact_amount, statements_for, to_money
 from tasks.billing.ledger import LEDGER_WRITE_LOCK, MICROSECONDS_PER_HOUR, as_utc, gpu_microseconds
+from tasks.database import insert_rows
 from tasks.errors import GpuflowsError
 from tasks.schema import adjustments, billing_runs, customer_daily, periods, supplier_daily, usage_events
 
@@ -137,6 +138,14 @@ def _cols() -> tuple[Any, ...]:
 
 def day_usage(connection: sa.Connection, first_day: date, last_day: date) -> dict[UsageKey, int]:
     """All usage on first_day..last_day, whatever batch brought it."""
+    usage = single_day_usage(connection, first_day, last_day)
+    for key, micro in crossing_midnight(connection, first_day, last_day).items():
+        usage[key] += micro
+    return usage
+
+
+def single_day_usage(connection: sa.Connection, first_day: date, last_day: date) -> dict[UsageKey, int]:
+    """The usage of events that begin and end on one day of first_day..last_day, summed by the database."""
     e = usage_events.c
     usage: dict[UsageKey, int] = defaultdict(int)
     single = (
@@ -146,6 +155,17 @@ def day_usage(connection: sa.Connection, first_day: date, last_day: date) -> dic
     )
     for day, customer, project, gpu_type, supplier, micro in connection.execute(single):
         usage[(_as_date(day), customer, project, gpu_type, supplier)] += int(micro)
+    return usage
+
+
+def crossing_midnight(connection: sa.Connection, first_day: date, last_day: date) -> dict[UsageKey, int]:
+    """The usage on first_day..last_day of events over midnight (a few in a thousand), split per day.
+
+    Read once per run, not once per day: a past day's query is planned on the start_day index (the
+    planner cannot know how few events cross midnight), and a close of a year of 10 M events spent a minute
+    reading that index 365 times."""
+    e = usage_events.c
+    usage: dict[UsageKey, int] = defaultdict(int)
     multi = sa.select(*_cols(), e.start_at, e.end_at, e.gpu_count).where(
         e.end_day >= first_day, e.start_day <= last_day, e.start_day != e.end_day
     )
@@ -324,16 +344,13 @@ def last_closed(connection: sa.Connection) -> tuple[date, int] | None:
 def _replace_days(connection: sa.Connection, first: date, last: date, priced: _Priced) -> None:
     for table in (customer_daily, supplier_daily):
         connection.execute(table.delete().where(table.c.day.between(first, last)))
-    if priced.customers:
-        connection.execute(customer_daily.insert(), priced.customers)
-    if priced.suppliers:
-        connection.execute(supplier_daily.insert(), priced.suppliers)
+    insert_rows(connection, customer_daily, priced.customers)
+    insert_rows(connection, supplier_daily, priced.suppliers)
 
 
 def _replace_adjustments(connection: sa.Connection, billed_day: date, rows: list[dict[str, Any]]) -> None:
     connection.execute(adjustments.delete().where(adjustments.c.billed_day == billed_day))
-    if rows:
-        connection.execute(adjustments.insert(), rows)
+    insert_rows(connection, adjustments, rows)
 
 
 def rollup_days(
@@ -402,10 +419,14 @@ def close_through(
         up_to = connection.execute(
             sa.select(sa.func.coalesce(sa.func.max(usage_events.c.batch_id), 0))
         ).scalar_one()
+        crossing: dict[date, dict[UsageKey, int]] = defaultdict(dict)
+        for key, micro in crossing_midnight(connection, day, through_day).items():
+            crossing[key[0]][key] = micro
         while day <= through_day:
-            priced = price(
-                day_usage(connection, day, day), rates, currency, now, capacity_hours(connection, day, day)
-            )
+            usage = single_day_usage(connection, day, day)
+            for key, micro in crossing.pop(day, {}).items():
+                usage[key] += micro
+            priced = price(usage, rates, currency, now, capacity_hours(connection, day, day))
             _replace_days(connection, day, day, priced)
             adjusted: list[dict[str, Any]] = []
             if closed is not None:

@@ -43,19 +43,31 @@ class WindowUsage:
     supplier_gpu_mix: dict[tuple[str, str], float]
 
 
+def window_events(first_hour: datetime, end_hour: datetime) -> sa.CompoundSelect:
+    """The events that overlap [first_hour, end_hour), in two ranges, each on an index: single-day events by
+    start_day (ix_usage_events_start_day on PostgreSQL, ix_usage_events_day_groups on SQLite), events over
+    midnight by their end_day (ix_usage_events_multi_day), however long ago they began."""
+    e = usage_events.c
+    first_day, last_day = first_hour.date(), (end_hour - timedelta(microseconds=1)).date()
+    columns = (e.customer, e.supplier, e.gpu_type, e.start_at, e.end_at, e.gpu_count)
+    overlaps = (e.start_at < end_hour, e.end_at > first_hour)
+    return sa.union_all(
+        sa.select(*columns).where(
+            e.start_day.between(first_day, last_day), e.end_day == e.start_day, *overlaps
+        ),
+        sa.select(*columns).where(
+            e.end_day >= first_day, e.start_day <= last_day, e.start_day != e.end_day, *overlaps
+        ),
+    )
+
+
 def hourly_series(engine: sa.Engine, first_hour: datetime, end_hour: datetime) -> WindowUsage:
     """Series over [first_hour, end_hour) (whole UTC hours) for every owner with usage in the window."""
     first_hour, end_hour = floor_hour(first_hour), floor_hour(end_hour)
     hours = int((end_hour - first_hour) / timedelta(hours=1))
     if hours <= 0:
         raise ValueError(f"empty window: {first_hour} .. {end_hour}")
-    e = usage_events.c
-    query = sa.select(e.customer, e.supplier, e.gpu_type, e.start_at, e.end_at, e.gpu_count).where(
-        e.start_day <= (end_hour - timedelta(microseconds=1)).date(),
-        e.end_day >= first_hour.date(),
-        e.start_at < end_hour,
-        e.end_at > first_hour,
-    )
+    query = window_events(first_hour, end_hour)
     bins: dict[tuple[str, str], np.ndarray] = defaultdict(lambda: np.zeros(hours))
     customer_mix: dict[tuple[str, str], float] = defaultdict(float)
     supplier_mix: dict[tuple[str, str], float] = defaultdict(float)

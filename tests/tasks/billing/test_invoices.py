@@ -4,6 +4,7 @@ residue leaked: a statement's total is its exact total rounded half up once, for
 from __future__ import annotations
 
 import json
+import math
 from datetime import date
 from decimal import Decimal
 from fractions import Fraction
@@ -41,6 +42,29 @@ def test_apportioned_cents_add_up_to_the_total_rounded_once_and_stay_within_a_ce
     cents = apportion(target, exacts)
     assert sum(cents) == target
     assert all(abs(c - e * 100) < 1 for c, e in zip(cents, exacts, strict=True))
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(st.fractions(min_value=0, max_value=1000, max_denominator=3_600_000_000), max_size=40),
+    st.integers(0, 40),
+)
+def test_apportion_is_largest_remainder_with_ties_to_the_earlier_part(
+    exacts: list[Fraction], extra: int
+) -> None:
+    """The integer arithmetic over one denominator gives what the definition gives in fractions."""
+    floors = [math.floor(e * 100) for e in exacts]
+    target = sum(floors) + min(extra, len(exacts))
+    order = sorted(range(len(exacts)), key=lambda i: (-(exacts[i] * 100 - floors[i]), i))
+    expected = [f + (i in order[: target - sum(floors)]) for i, f in enumerate(floors)]
+    assert apportion(target, exacts) == expected
+
+
+@given(st.integers(0, 10**15), st.decimals(min_value=0, max_value=10_000, places=6))
+def test_an_exact_amount_is_microseconds_times_price_over_an_hour_of_microseconds(
+    micro: int, price: Decimal
+) -> None:
+    assert exact_amount(micro, price) == Fraction(micro) * Fraction(price) / 3_600_000_000
 
 
 def demo_ledger(engine: sa.Engine, tmp_path: Path) -> None:

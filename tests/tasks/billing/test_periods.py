@@ -73,6 +73,34 @@ def test_split_by_day_is_exact_across_midnights() -> None:
     assert pieces == [(MAY_1, 1_800_000_000), (MAY_2, 43_200_000_000), (MAY_3, 1_800_000_000)]
 
 
+def test_a_close_of_many_days_splits_events_over_midnight_as_a_rollup_does(
+    engine: sa.Engine, tmp_path: Path
+) -> None:
+    """One close covers every open day and reads the events over midnight once for all of them: each day
+    gets its own piece, as a rollup of the same days gives it."""
+    load(
+        engine,
+        tmp_path,
+        event(1, "2026-04-30T22:00:00Z", "2026-05-03T01:00:00Z"),  # 2 h, 24 h, 24 h, 1 h
+        event(2, "2026-05-02T23:30:00Z", "2026-05-03T00:30:00Z", customer="beta"),
+        event(3, "2026-05-02T10:00:00Z", "2026-05-02T11:00:00Z"),
+    )
+    rollup_days(engine, date(2026, 4, 30), MAY_3, RATES)
+    rolled = strip(customer_rows(engine, date(2026, 4, 30), MAY_3))
+    closed = close_through(engine, MAY_3, RATES)
+    assert [c.day for c in closed] == [date(2026, 4, 30), MAY_1, MAY_2, MAY_3]
+    assert strip(customer_rows(engine, date(2026, 4, 30), MAY_3)) == rolled
+    hours = {(str(r["day"]), r["customer"]): r["gpu_hours"] for r in rolled}
+    assert hours == {
+        ("2026-04-30", "acme"): Decimal("2"),
+        ("2026-05-01", "acme"): Decimal("24"),
+        ("2026-05-02", "acme"): Decimal("25"),
+        ("2026-05-02", "beta"): Decimal("0.5"),
+        ("2026-05-03", "acme"): Decimal("1"),
+        ("2026-05-03", "beta"): Decimal("0.5"),
+    }
+
+
 def test_late_usage_before_close_is_billed_on_its_own_day(engine: sa.Engine, tmp_path: Path) -> None:
     load(engine, tmp_path, event(1, "2026-05-01T10:00:00Z", "2026-05-01T11:00:00Z"))
     rollup_days(engine, MAY_1, MAY_1, RATES)
@@ -180,8 +208,8 @@ KILLER = textwrap.dedent(
     @sa.event.listens_for(engine, "after_cursor_execute")
     def die_between_writes(conn, cursor, statement, *args):
         global writes
-        if statement.lstrip().upper().startswith("INSERT INTO BILLING_CUSTOMER"):
-            writes += 1  # old rows deleted, the first new ones written: the process dies here
+        if statement.lstrip().upper().startswith("DELETE FROM BILLING_SUPPLIER"):
+            writes += 1  # the old rows deleted, the new ones not yet written: the process dies here
             os.kill(os.getpid(), signal.SIGKILL)
 
     rollup_days(engine, date(2026, 5, 1), date(2026, 5, 3), rates_from(DEFAULT_RATES))
