@@ -5,11 +5,20 @@ URLs, routed by urgency like every other alert.
 When it cannot deliver (no channel for the urgency, every attempt failed, no AlertRoutes block), it writes
 `ALERT NOT SENT: <why>` into the flow run's own log, where people look, and raises, so Prefect also records
 the automation's action as failed (once: not redelivered). The reason names channels, never their URLs.
+
+Prefect delivers trigger events at least once: when its SQLite database is busy, a flow run's Failed event
+can be evaluated twice and the action fire twice, 70 ms apart (seen in CI). The same alert (urgency,
+subject and body, which name the run and its state) is sent once per REPEAT_WINDOW_S in this process, the
+server's, where automations run.
 """
 
 from __future__ import annotations
 
+import hashlib
+import logging
 import re
+import threading
+import time
 from datetime import UTC, datetime
 from typing import Literal
 from uuid import UUID
@@ -24,6 +33,23 @@ from tasks.audit import redact
 
 # The automations' body template ends with this line (flows/automations.py), so the block knows the run.
 RUN_LINE = re.compile(r"^Flow run id: ([0-9a-f-]{36})$", re.MULTILINE)
+REPEAT_WINDOW_S = 600.0
+_sent: dict[str, float] = {}  # an alert's digest -> when it was first handled (time.monotonic)
+_sent_lock = threading.Lock()
+
+
+def first_time(urgency: str, subject: str, body: str, now: float | None = None) -> bool:
+    """True for an alert not handled in the last REPEAT_WINDOW_S (and records it); False for a repeat."""
+    now = time.monotonic() if now is None else now
+    digest = hashlib.sha256("\0".join((urgency, subject, body)).encode()).hexdigest()
+    with _sent_lock:
+        for key, at in list(_sent.items()):
+            if now - at > REPEAT_WINDOW_S:
+                del _sent[key]
+        if digest in _sent:
+            return False
+        _sent[digest] = now
+        return True
 
 
 class GpuflowsAlert(NotificationBlock):
@@ -44,6 +70,9 @@ class GpuflowsAlert(NotificationBlock):
 
     def send(self, body: str, subject: str | None = None) -> None:
         alert = Alert(self.urgency, redact(subject or "gpuflows alert"), redact(body))
+        if not first_time(self.urgency, alert.title, alert.body):
+            logging.getLogger("gpuflows.alerts").info("a repeated delivery skipped: %s", alert.title)
+            return
         try:
             channels = AlertRoutes.load(self.routes).channels()
             send_alert(alert, channels, self.attempts, self.backoff_s)

@@ -3,13 +3,14 @@ message that names the problem (and never echoes a Secret)."""
 
 from __future__ import annotations
 
+import uuid
 from datetime import date
 from decimal import Decimal
 
 import pytest
 from pydantic import ValidationError
 
-from blocks.alert_notification import RUN_LINE, GpuflowsAlert
+from blocks.alert_notification import REPEAT_WINDOW_S, RUN_LINE, GpuflowsAlert, first_time
 from blocks.alert_routes import AlertRoutes
 from blocks.budgets import Budget, Budgets
 from blocks.ledger import LedgerDatabase
@@ -93,6 +94,17 @@ def test_the_alert_block_bounds_its_retries_and_knows_the_run_line() -> None:
         "train run x ended Crashed: gone\nhttp://ui/runs/1\nFlow run id: 0195f3a2-7c1e-7d2b-8a4b-1234567890ab"
     )
     assert RUN_LINE.search(body).group(1) == "0195f3a2-7c1e-7d2b-8a4b-1234567890ab"
+
+
+def test_an_alert_delivered_twice_by_the_server_is_handled_once_per_window() -> None:
+    """Prefect fires an action again when it evaluates an event twice (at least once): the same alert within
+    REPEAT_WINDOW_S is skipped, a different one or the same one after the window is not."""
+    body = f"rollup run r ended Failed: boom\nFlow run id: {uuid.uuid4()}"
+    assert first_time("critical", "Flow run failed", body, now=1000.0)
+    assert not first_time("critical", "Flow run failed", body, now=1000.07)
+    assert first_time("warning", "Flow run failed", body, now=1000.1)  # another urgency: another alert
+    assert first_time("critical", "Flow run failed", body + "!", now=1000.1)
+    assert first_time("critical", "Flow run failed", body, now=1000.0 + REPEAT_WINDOW_S + 1)
 
 
 TOKEN_URL = "json://127.0.0.1:9/hook/tok-acme-9f8e7d6c5b4a"
