@@ -4,6 +4,8 @@ fresh process sees the whole schema. Revisions in tasks/ledger_migrations create
 
 from __future__ import annotations
 
+from datetime import date
+
 import sqlalchemy as sa
 
 metadata = sa.MetaData()
@@ -41,6 +43,21 @@ STAGED_COLUMNS = (
     "source", "event_id", "customer", "project", "job", "supplier", "node", "gpu_type", "gpu_count",
     "start_at", "end_at", "start_day", "end_day", "gpu_microseconds",
 )  # fmt: skip
+
+
+# An event either begins and ends on one UTC day, or crosses midnight (a few in a thousand). Readers of a
+# range of days take the two apart, so each part is read through its own index (revisions 0003 and 0011):
+# the day index, and the partial ix_usage_events_multi_day.
+def single_day(first_day: date, last_day: date) -> tuple[sa.ColumnElement[bool], ...]:
+    """Events that begin and end on one day of first_day..last_day."""
+    e = usage_events.c
+    return e.start_day.between(first_day, last_day), e.end_day == e.start_day
+
+
+def over_midnight(first_day: date, last_day: date) -> tuple[sa.ColumnElement[bool], ...]:
+    """Events over midnight that touch a day of first_day..last_day, however long ago they began."""
+    e = usage_events.c
+    return e.end_day >= first_day, e.start_day <= last_day, e.start_day != e.end_day
 
 
 quarantine = sa.Table(

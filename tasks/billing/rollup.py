@@ -37,7 +37,16 @@ from tasks.billing.invoices import cents_half_up, exact_amount, statements_for, 
 from tasks.billing.ledger import LEDGER_WRITE_LOCK, MICROSECONDS_PER_HOUR, as_utc, gpu_microseconds
 from tasks.database import insert_rows
 from tasks.errors import GpuflowsError
-from tasks.schema import adjustments, billing_runs, customer_daily, periods, supplier_daily, usage_events
+from tasks.schema import (
+    adjustments,
+    billing_runs,
+    customer_daily,
+    over_midnight,
+    periods,
+    single_day,
+    supplier_daily,
+    usage_events,
+)
 
 CENT = Decimal("0.01")
 MICRO = Decimal("0.000001")
@@ -150,7 +159,7 @@ def single_day_usage(connection: sa.Connection, first_day: date, last_day: date)
     usage: dict[UsageKey, int] = defaultdict(int)
     single = (
         sa.select(e.start_day, *_cols(), sa.func.sum(e.gpu_microseconds))
-        .where(e.start_day.between(first_day, last_day), e.end_day == e.start_day)
+        .where(*single_day(first_day, last_day))
         .group_by(e.start_day, *_cols())
     )
     for day, customer, project, gpu_type, supplier, micro in connection.execute(single):
@@ -166,9 +175,7 @@ def crossing_midnight(connection: sa.Connection, first_day: date, last_day: date
     reading that index 365 times."""
     e = usage_events.c
     usage: dict[UsageKey, int] = defaultdict(int)
-    multi = sa.select(*_cols(), e.start_at, e.end_at, e.gpu_count).where(
-        e.end_day >= first_day, e.start_day <= last_day, e.start_day != e.end_day
-    )
+    multi = sa.select(*_cols(), e.start_at, e.end_at, e.gpu_count).where(*over_midnight(first_day, last_day))
     for customer, project, gpu_type, supplier, start, end, count in connection.execute(multi):
         for day, micro in split_by_day(as_utc(start), as_utc(end), Decimal(str(count))):
             if first_day <= day <= last_day:

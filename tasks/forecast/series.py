@@ -14,7 +14,7 @@ import numpy as np
 import sqlalchemy as sa
 
 from tasks.billing.ledger import as_utc
-from tasks.schema import usage_events
+from tasks.schema import over_midnight, single_day, usage_events
 
 DIMENSIONS = ("customer", "supplier", "gpu_type", "total")
 
@@ -44,20 +44,15 @@ class WindowUsage:
 
 
 def window_events(first_hour: datetime, end_hour: datetime) -> sa.CompoundSelect:
-    """The events that overlap [first_hour, end_hour), in two ranges, each on an index: single-day events by
-    start_day (ix_usage_events_start_day on PostgreSQL, ix_usage_events_day_groups on SQLite), events over
-    midnight by their end_day (ix_usage_events_multi_day), however long ago they began."""
+    """The events that overlap [first_hour, end_hour), single-day ones and those over midnight apart, each
+    through its own index (tasks/schema.single_day, over_midnight)."""
     e = usage_events.c
     first_day, last_day = first_hour.date(), (end_hour - timedelta(microseconds=1)).date()
     columns = (e.customer, e.supplier, e.gpu_type, e.start_at, e.end_at, e.gpu_count)
     overlaps = (e.start_at < end_hour, e.end_at > first_hour)
     return sa.union_all(
-        sa.select(*columns).where(
-            e.start_day.between(first_day, last_day), e.end_day == e.start_day, *overlaps
-        ),
-        sa.select(*columns).where(
-            e.end_day >= first_day, e.start_day <= last_day, e.start_day != e.end_day, *overlaps
-        ),
+        sa.select(*columns).where(*single_day(first_day, last_day), *overlaps),
+        sa.select(*columns).where(*over_midnight(first_day, last_day), *overlaps),
     )
 
 
