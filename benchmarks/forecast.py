@@ -7,6 +7,8 @@ Datasets (../shared/data when present, else the committed slices):
 - Alibaba GPU pods (openb): GPUs allocated per hour, all pods and per QoS class, the last month and the one
   before.
 - Alibaba GenAI LoRA requests: GPU-hours per hour, all requests and the five busiest customers (3.5 weeks).
+- Holdout, built after the models were chosen: the pods' older months, the last two months' pods split by
+  GPU share (shared against whole GPUs), and the GenAI customers ranked 6 to 10.
 
 For each series the last 2 weeks are held out: 14 daily origins, 24-hour horizon. At each origin every method
 sees only the history before it: the default (`auto`), `best`, seasonal naive, and statsforecast's AutoETS,
@@ -54,6 +56,7 @@ SLICES = ROOT / "tests" / "data" / "forecast"
 ALIBABA = ROOT.parent / "shared" / "data" / "alibaba-openb-pods" / "openb_pod_list_default.csv"
 GENAI = ROOT.parent / "shared" / "data" / "alibaba-genai-lora" / "lora_request_trace.csv"
 HORIZON, ORIGINS, WEEKS = 24, 7, 2
+HOLDOUT_MONTHS, HOLDOUT_RANKS = (2, 3, 4), range(5, 10)
 
 
 def clusters() -> dict[str, Path]:
@@ -208,11 +211,15 @@ def score(series: Series, forecasts: dict[str, list[Forecast]], seconds: float) 
     return SeriesScore(series.name, dict(scores), dict(inside80), dict(inside95), points, seconds)
 
 
-def alibaba_pods() -> dict[str, np.ndarray]:
+def alibaba_pods(months: tuple[int, ...] = (0, 1), by: str = "qos") -> dict[str, np.ndarray]:
     """A second dataset: GPUs allocated per hour in Alibaba's GPU cluster trace (openb pods, about five
-    months), all pods and per QoS class, each over the last month and the month before (744 hours, as long as
-    the Helios series). A window is left out when its history before the held-out weeks, or the weeks
-    themselves, have no usage (no scale to score on). Needs ../shared/data; nothing is committed."""
+    months), all pods and per QoS class, each over 744-hour windows (as long as the Helios series) counted
+    back from the trace's end: `months` 0 and 1 (the last month and the one before) are the tuned dataset.
+    The holdout is the older months (2 to 4) and, `by="size"`, the last two months split another way:
+    pods sharing a GPU (under 1,000 milli-GPU) against pods holding whole GPUs. A window is left out when
+    its history before the held-out weeks, or the weeks themselves, have no usage (no scale to score on),
+    or when it repeats another class's window (in the older months every pod is LS). Needs ../shared/data;
+    nothing is committed."""
     if not ALIBABA.is_file():
         return {}
     with ALIBABA.open() as handle:
@@ -220,19 +227,28 @@ def alibaba_pods() -> dict[str, np.ndarray]:
     end = max(int(p["deletion_time"] or 0) for p in pods)
     hours = end // 3600 + 1
     series: dict[str, np.ndarray] = {}
-    for qos in ("all", "LS", "BE", "Burstable"):
+    groups = ("all", "LS", "BE", "Burstable") if by == "qos" else ("shared", "whole")
+    for qos in groups:
         y = np.zeros(hours)
         for pod in pods:
-            if qos != "all" and pod["qos"] != qos:
+            group = pod["qos"] if by == "qos" else ("shared" if int(pod["gpu_milli"]) < 1000 else "whole")
+            if qos != "all" and group != qos:
                 continue
             gpus = int(pod["num_gpu"]) * int(pod["gpu_milli"]) / 1000
             start, stop = int(pod["scheduled_time"]), int(pod["deletion_time"] or end)
             for hour in range(start // 3600, stop // 3600 + 1):  # the share of each hour the pod held
                 y[hour] += gpus * max(0, min(stop, (hour + 1) * 3600) - max(start, hour * 3600)) / 3600
-        for month in range(2):
+        for month in months:
+            if hours < (month + 1) * 744:
+                continue
             window = y[hours - (month + 1) * 744 : hours - month * 744]
-            if window[: -WEEKS * ORIGINS * HORIZON].any() and window[-WEEKS * ORIGINS * HORIZON :].any():
-                series[f"{qos}-{'last' if month == 0 else 'previous'}-month"] = window
+            held = WEEKS * ORIGINS * HORIZON
+            if not (window[:-held].any() and window[-held:].any()):
+                continue
+            if any(np.array_equal(window, other) for other in series.values()):
+                continue
+            label = {0: "last-month", 1: "previous-month"}.get(month, f"month-{month}-back")
+            series[f"{qos}-{label}"] = window
     return series
 
 
@@ -291,9 +307,10 @@ def section(title: str, items: list[Series]) -> tuple[list[str], dict[str, objec
     return lines, verdict
 
 
-def genai_lora() -> dict[str, np.ndarray]:
-    """GPU-hours per hour in Alibaba's GenAI LoRA request trace (one GPU per request): all requests and the
-    five busiest customers (groupId). Needs ../shared/data (the committed slice is a few hours long)."""
+def genai_lora(ranks: range = range(5), everyone: bool = True) -> dict[str, np.ndarray]:
+    """GPU-hours per hour in Alibaba's GenAI LoRA request trace (one GPU per request): all requests (with
+    `everyone`) and the customers (groupId) at `ranks` by GPU-hours: the five busiest are the tuned dataset,
+    the next five the holdout. Needs ../shared/data (the committed slice is a few hours long)."""
     if not GENAI.is_file():
         return {}
     with GENAI.open(newline="") as handle:
@@ -306,12 +323,14 @@ def genai_lora() -> dict[str, np.ndarray]:
     totals: dict[str, float] = defaultdict(float)
     for r in rows:
         totals[r["groupId"]] += float(r["exec_time_seconds"])
-    busiest = sorted(totals, key=totals.get, reverse=True)[:5]
-    series = {name: np.zeros(hours) for name in ["all", *busiest]}
+    ranked = sorted(totals, key=totals.get, reverse=True)
+    busiest = [ranked[i] for i in ranks if i < len(ranked)]
+    series = {name: np.zeros(hours) for name in [*(["all"] if everyone else []), *busiest]}
     for r, start in zip(rows, starts, strict=True):
         first, seconds = (start - origin).total_seconds(), float(r["exec_time_seconds"])
         for hour, share in spread(first, first + seconds):
-            series["all"][hour] += share
+            if everyone:
+                series["all"][hour] += share
             if r["groupId"] in series:
                 series[r["groupId"]][hour] += share
     return {f"genai-{k}": v for k, v in series.items() if v[: -WEEKS * ORIGINS * HORIZON].any()}
@@ -341,6 +360,19 @@ def datasets() -> list[tuple[str, list[Series]]]:
     if lora := genai_lora():
         found.append(
             (f"Alibaba GenAI LoRA requests: {len(lora)} series", [Series(k, v) for k, v in lora.items()])
+        )
+    # Not tuned on: series built after the models were chosen (the README says what was looked at when).
+    holdout = {
+        **alibaba_pods(HOLDOUT_MONTHS),
+        **alibaba_pods((0, 1), by="size"),
+        **genai_lora(HOLDOUT_RANKS, everyone=False),
+    }
+    if holdout:
+        found.append(
+            (
+                f"Holdout: {len(holdout)} series (older pod months, pods by GPU share, GenAI customers 6-10)",
+                [Series(k, v) for k, v in holdout.items()],
+            )
         )
     return found
 

@@ -2,9 +2,10 @@
 
 Models: seasonal naive (the baseline), three ETS forms (`ETSModel`, additive errors: simple exponential
 smoothing, level + daily season, damped trend + daily season), SARIMAX (AR(1) errors around Fourier terms for
-the daily season), and STL + ETS. Each is scored by a rolling-origin backtest (14 daily origins): mean MASE
-over the origins (scale: the in-sample seasonal-naive error of each origin's history), its parameters
-estimated once at the first origin and applied at the later ones.
+the daily season), STL + ETS, and two robust levels (the median of the last 3 and 12 hours, with empirical
+bounds from the same rule's past errors). Each is scored by a rolling-origin backtest (14 daily origins):
+mean MASE over the origins (scale: the in-sample seasonal-naive error of each origin's history), its
+parameters estimated once at the first origin and applied at the later ones.
 
 Two methods use that backtest:
 - `combination` (the default): the statistical models weighted by their backtest MASE to the fourth power,
@@ -43,7 +44,11 @@ __all__ = ["MIN_OUTAGE", "Cleaned", "clean", "common_idle_runs", "seasonal_profi
 
 LEVELS = (80, 95, 99)
 BASELINE = "seasonal_naive"
-MODELS = (BASELINE, "ses", "ets_seasonal", "ets", "sarimax", "stl_ets")
+# Robust levels: the median of the last 3 or 12 hours. Absolute error (what MASE scores) is least at the
+# median, and a median ignores the short spike (a job that ran an hour) that an exponentially weighted level
+# chases for the rest of the day; it follows a lasting step within half its window.
+MEDIANS = {"median_3": 3, "median_12": 12}
+MODELS = (BASELINE, "ses", "ets_seasonal", "ets", "sarimax", "stl_ets", *MEDIANS)
 # The combination weighs each model by its backtest MASE to this power: sharp enough that a model that
 # cannot follow a series (a level model on a strongly daily one, or the reverse) hardly counts, soft enough
 # that a month of hourly data's noisy ranking does not pick one model outright (see the README's benchmark).
@@ -150,6 +155,8 @@ class Candidate:
                 return self._ets_forecasts(y, requests)
             if self.name == "sarimax":
                 return self._sarimax_forecasts(y, requests)
+            if self.name in MEDIANS:
+                return self._median_forecasts(y, requests)
             return self._stl_forecasts(y, requests)
 
     # -- estimation, once
@@ -168,6 +175,8 @@ class Candidate:
             self.params = fit.params
         elif self.name == "stl_ets":
             self._fit_ets(y - STL(y, period=m).fit().seasonal, STL_ETS_FORM, start)
+        elif self.name in MEDIANS and len(y) <= MEDIANS[self.name]:
+            raise ValueError(f"{self.name} needs more than {MEDIANS[self.name]} steps")
 
     def _fit_ets(self, y: np.ndarray, form: tuple[bool, bool], start: Candidate | None) -> None:
         """Smoothing parameters by maximum likelihood, from heuristic initial states that are then kept."""
@@ -232,6 +241,31 @@ class Candidate:
                 prediction = fit.get_forecast(steps, exog=fourier(n + steps, m)[n:])
                 mean, variance = np.asarray(prediction.predicted_mean), np.asarray(prediction.var_pred_mean)
             out.append(_bounds(mean, np.sqrt(variance)))
+        return out
+
+    def _median_forecasts(self, y: np.ndarray, requests: list[Request]) -> list[Forecast]:
+        """The median of the `k` hours before the origin, flat. Bounds: the empirical quantiles of the same
+        rule's errors at every earlier hour, per step ahead up to a season (beyond it, the last step's
+        spread grown with the square root of the seasons ahead)."""
+        from numpy.lib.stride_tricks import sliding_window_view
+
+        k, m = MEDIANS[self.name], self.season
+        levels = np.median(sliding_window_view(y, k), axis=1)  # levels[i]: the forecast made at hour i + k
+        tails = [q for level in LEVELS for q in (0.5 - level / 200, 0.5 + level / 200)]
+        out = []
+        for origin, steps in requests:
+            level = float(levels[origin - k])
+            spread = np.zeros((len(tails), min(steps, m)))
+            for j in range(spread.shape[1]):
+                errors = y[k + j : origin] - levels[: origin - k - j]
+                spread[:, j] = np.quantile(errors, tails) if errors.size >= 10 else 0.0
+            ahead = np.arange(steps)
+            grow = np.sqrt(np.maximum(1.0, (ahead + 1) / m))
+            spread = spread[:, np.minimum(ahead, spread.shape[1] - 1)] * grow
+            mean = np.full(steps, level)
+            lower = {lv: np.maximum(np.minimum(mean + spread[2 * i], mean), 0) for i, lv in enumerate(LEVELS)}
+            upper = {lv: np.maximum(mean + spread[2 * i + 1], mean) for i, lv in enumerate(LEVELS)}
+            out.append(Forecast(np.maximum(mean, 0), lower, upper))
         return out
 
     def _stl_forecasts(self, y: np.ndarray, requests: list[Request]) -> list[Forecast]:

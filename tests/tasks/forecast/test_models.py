@@ -160,6 +160,32 @@ def test_a_backtest_forecast_sees_nothing_after_its_origin(model: str) -> None:
         candidate.forecasts(y, [(len(y) - 10, 24)])
 
 
+def test_the_median_levels_ignore_a_spike_and_follow_a_lasting_step() -> None:
+    """A job that ran one hour is not the cluster's new level; seven hours at a new level are (for the
+    median of 12: more than half its window). Bounds are the quantiles of the rule's own past errors."""
+    rng = np.random.default_rng(7)
+    base = 10 + rng.normal(0, 0.5, 24 * 6)
+    spike = np.append(base, 50.0)
+    step = np.append(base, np.full(7, 20.0))
+    for name, k in (("median_3", 3), ("median_12", 12)):
+        candidate = Candidate(name, base, 24)
+        calm = candidate.forecasts(spike, [(len(spike), 30)])[0]
+        np.testing.assert_allclose(calm.mean, np.median(spike[-k:]))
+        assert abs(calm.mean[0] - 10) < 1.5 and _ordered(calm)
+        assert len(calm.mean) == 30 and (calm.upper[95][24:] >= calm.upper[95][23]).all()
+        moved = candidate.forecasts(step, [(len(step), 24)])[0]
+        assert moved.mean[0] == 20.0
+        # one step ahead, the 80 % bounds are the 10th and 90th percentiles of the rule's past errors
+        levels = np.array([np.median(base[i : i + k]) for i in range(len(base) - k)])
+        errors = base[k:] - levels
+        at = candidate.forecasts(base, [(len(base), 1)])[0]
+        level = np.median(base[-k:])
+        assert at.lower[80][0] == pytest.approx(level + np.quantile(errors, 0.1))
+        assert at.upper[80][0] == pytest.approx(level + np.quantile(errors, 0.9))
+    with pytest.raises(ValueError, match="median_12 needs more than 12 steps"):
+        Candidate("median_12", base[:12], 24)
+
+
 def test_the_combination_averages_means_and_bounds() -> None:
     a = Forecast(np.array([1.0, 2.0]), {lv: np.array([0.0, 1.0]) for lv in (80, 95, 99)},
                  {lv: np.array([2.0, 3.0]) for lv in (80, 95, 99)})  # fmt: skip
