@@ -35,14 +35,21 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pandas as pd
-from scipy.stats import norm
 
 from tasks.forecast.gaps import MIN_OUTAGE, Cleaned, clean, common_idle_runs, seasonal_profile
 from tasks.forecast.regimes import current_regime
+from tasks.forecast.rules import (
+    LEVELS,
+    Forecast,
+    croston_sba,
+    normal_bounds,
+    robust_level,
+    seasonal_median,
+    seasonal_naive,
+)
 
 __all__ = ["MIN_OUTAGE", "Cleaned", "clean", "common_idle_runs", "seasonal_profile"]  # and what follows
 
-LEVELS = (80, 95, 99)
 BASELINE = "seasonal_naive"
 # Robust levels: the median of the last 3 or 12 hours. Absolute error (what MASE scores) is least at the
 # median, and a median ignores the short spike (a job that ran an hour) that an exponentially weighted level
@@ -63,13 +70,6 @@ METHODS = (COMBINATION, "best")
 INTERMITTENT_ZERO_SHARE = 0.5
 INTERMITTENT = "intermittent"  # the model name of the intermittent forecast
 SPORADIC_RUN = 2  # intermittent demand comes in short spells; long idle/busy regimes are modelled instead
-
-
-@dataclass(frozen=True, slots=True)
-class Forecast:
-    mean: np.ndarray
-    lower: dict[int, np.ndarray]  # level → bound
-    upper: dict[int, np.ndarray]
 
 
 @dataclass(slots=True)
@@ -100,25 +100,6 @@ class SeriesForecast:
 
 
 # ------------------------------------------------------------------------------------------------ models
-
-
-def _bounds(mean: np.ndarray, sigma: np.ndarray) -> Forecast:
-    lower, upper = {}, {}
-    for level in LEVELS:
-        z = norm.ppf(0.5 + level / 200)
-        lower[level] = np.maximum(mean - z * sigma, 0)
-        upper[level] = np.maximum(mean + z * sigma, 0)
-    return Forecast(np.maximum(mean, 0), lower, upper)
-
-
-def seasonal_naive(y: np.ndarray, h: int, season: int) -> Forecast:
-    """Last season repeated; sigma from the seasonal differences, growing with whole seasons ahead."""
-    last = y[-season:]
-    mean = np.array([last[i % season] for i in range(h)])
-    diffs = y[season:] - y[:-season]
-    sigma = float(np.std(diffs)) if diffs.size > 1 else float(np.std(y))
-    k = np.floor(np.arange(h) / season) + 1
-    return _bounds(mean, sigma * np.sqrt(k))
 
 
 Request = tuple[int, int]  # (origin, steps): forecast `steps` ahead using only the history before `origin`
@@ -227,7 +208,7 @@ class Candidate:
             # The variance is the residual mean square times a factor of the parameters; use the residuals
             # before the origin, as a fit on that history alone would.
             ratio = squared[:origin].mean() / fit.mse if fit.mse > 0 else 1.0
-            out.append(_bounds(mean, np.sqrt(variance * ratio)))
+            out.append(normal_bounds(mean, np.sqrt(variance * ratio)))
         return out
 
     def _sarimax_forecasts(self, y: np.ndarray, requests: list[Request]) -> list[Forecast]:
@@ -240,33 +221,13 @@ class Candidate:
             else:
                 prediction = fit.get_forecast(steps, exog=fourier(n + steps, m)[n:])
                 mean, variance = np.asarray(prediction.predicted_mean), np.asarray(prediction.var_pred_mean)
-            out.append(_bounds(mean, np.sqrt(variance)))
+            out.append(normal_bounds(mean, np.sqrt(variance)))
         return out
 
     def _median_forecasts(self, y: np.ndarray, requests: list[Request]) -> list[Forecast]:
-        """The median of the `k` hours before the origin, flat. Bounds: the empirical quantiles of the same
-        rule's errors at every earlier hour, per step ahead up to a season (beyond it, the last step's
-        spread grown with the square root of the seasons ahead)."""
-        from numpy.lib.stride_tricks import sliding_window_view
-
-        k, m = MEDIANS[self.name], self.season
-        levels = np.median(sliding_window_view(y, k), axis=1)  # levels[i]: the forecast made at hour i + k
-        tails = [q for level in LEVELS for q in (0.5 - level / 200, 0.5 + level / 200)]
-        out = []
-        for origin, steps in requests:
-            level = float(levels[origin - k])
-            spread = np.zeros((len(tails), min(steps, m)))
-            for j in range(spread.shape[1]):
-                errors = y[k + j : origin] - levels[: origin - k - j]
-                spread[:, j] = np.quantile(errors, tails) if errors.size >= 10 else 0.0
-            ahead = np.arange(steps)
-            grow = np.sqrt(np.maximum(1.0, (ahead + 1) / m))
-            spread = spread[:, np.minimum(ahead, spread.shape[1] - 1)] * grow
-            mean = np.full(steps, level)
-            lower = {lv: np.maximum(np.minimum(mean + spread[2 * i], mean), 0) for i, lv in enumerate(LEVELS)}
-            upper = {lv: np.maximum(mean + spread[2 * i + 1], mean) for i, lv in enumerate(LEVELS)}
-            out.append(Forecast(np.maximum(mean, 0), lower, upper))
-        return out
+        return [
+            robust_level(y[:origin], steps, MEDIANS[self.name], self.season) for origin, steps in requests
+        ]
 
     def _stl_forecasts(self, y: np.ndarray, requests: list[Request]) -> list[Forecast]:
         """STL + ETS as statsmodels' STLForecast does it (ETS on the seasonally adjusted series, the last
@@ -282,7 +243,7 @@ class Candidate:
             fit = self._ets(adjusted, "known", *STL_ETS_FORM, **self.initial).smooth(self.params)  # type: ignore[attr-defined]
             mean, variance = self._dynamic(fit, origin, steps)
             repeated = np.array([seasonal[origin - m + i % m] for i in range(steps)])
-            out.append(_bounds(mean + repeated, np.sqrt(variance)))
+            out.append(normal_bounds(mean + repeated, np.sqrt(variance)))
         return out
 
 
@@ -291,42 +252,6 @@ def fourier(n: int, season: int, pairs: int = 3) -> np.ndarray:
     return np.column_stack(
         [f(2 * np.pi * k * t / season) for k in range(1, pairs + 1) for f in (np.sin, np.cos)]
     )
-
-
-def croston_sba(y: np.ndarray, h: int, alpha: float = 0.1) -> Forecast:
-    """Croston's method with the Syntetos-Boylan correction, for intermittent demand; intervals from the
-    empirical distribution of the history (most hours are zero, so the lower bounds are too)."""
-    nonzero = np.flatnonzero(y > 0)
-    if nonzero.size == 0:
-        zeros = np.zeros(h)
-        return Forecast(zeros, {lv: zeros for lv in LEVELS}, {lv: zeros for lv in LEVELS})
-    size, interval, last = float(y[nonzero[0]]), float(nonzero[0] + 1), int(nonzero[0])
-    for i in nonzero[1:]:
-        size += alpha * (float(y[i]) - size)
-        interval += alpha * (float(i - last) - interval)
-        last = int(i)
-    mean = np.full(h, (1 - alpha / 2) * size / interval)
-    lower = {lv: np.full(h, float(np.percentile(y, 50 - lv / 2))) for lv in LEVELS}
-    upper = {lv: np.full(h, max(float(np.percentile(y, 50 + lv / 2)), float(mean[0]))) for lv in LEVELS}
-    return Forecast(mean, lower, upper)
-
-
-def seasonal_median(y: np.ndarray, h: int, season: int, seasons: int = 7) -> Forecast:
-    """For intermittent usage: at each hour of the day, the median of that hour over the last `seasons` days.
-    A customer busy a few hours a day is mostly zero at any hour, and absolute error is least at the median:
-    Croston's mean level spreads the bursts thin over every hour and misses both. Bounds: the quantiles of
-    those days' values at the hour, pooled with the whole window's so a few days still give a spread."""
-    days = min(seasons, len(y) // season)
-    window = np.asarray(y[len(y) - days * season :], dtype=float).reshape(days, season)
-    phase = np.arange(len(y), len(y) + h) % season
-    mean = np.median(window, axis=0)[phase]
-    lower, upper = {}, {}
-    for level in LEVELS:
-        lo, hi = 50 - level / 2, 50 + level / 2
-        pooled_hi = float(np.percentile(window, hi))
-        upper[level] = np.maximum(np.maximum(np.percentile(window, hi, axis=0)[phase], pooled_hi), mean)
-        lower[level] = np.minimum(np.percentile(window, lo, axis=0)[phase], mean)
-    return Forecast(mean, lower, upper)
 
 
 # ------------------------------------------------------------------------------------------------ selection
@@ -605,5 +530,5 @@ def _following(result: SeriesForecast, season: int) -> SeriesForecast:
     else:
         since = cleaned.values[cleaned.observed][-regime.steps :]
         sigma = max(float(np.std(since)), 0.25 * regime.level)
-        forecast = _bounds(np.full(steps, regime.level), sigma * np.sqrt(1 + np.arange(steps) / season))
+        forecast = normal_bounds(np.full(steps, regime.level), sigma * np.sqrt(1 + np.arange(steps) / season))
     return replace(result, forecast=forecast, reason=f"{result.reason}; {regime.describe()}")

@@ -1,0 +1,100 @@
+"""Forecasts by a fixed rule, with nothing estimated: seasonal naive (the yardstick), the robust levels (the
+median of the last hours), Croston-SBA and the seasonal median (intermittent usage). tasks/forecast/models.py
+backtests and combines them with the estimated models."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.stats import norm
+
+LEVELS = (80, 95, 99)
+
+
+@dataclass(frozen=True, slots=True)
+class Forecast:
+    mean: np.ndarray
+    lower: dict[int, np.ndarray]  # level → bound
+    upper: dict[int, np.ndarray]
+
+
+def normal_bounds(mean: np.ndarray, sigma: np.ndarray) -> Forecast:
+    lower, upper = {}, {}
+    for level in LEVELS:
+        z = norm.ppf(0.5 + level / 200)
+        lower[level] = np.maximum(mean - z * sigma, 0)
+        upper[level] = np.maximum(mean + z * sigma, 0)
+    return Forecast(np.maximum(mean, 0), lower, upper)
+
+
+def seasonal_naive(y: np.ndarray, h: int, season: int) -> Forecast:
+    """Last season repeated; sigma from the seasonal differences, growing with whole seasons ahead."""
+    last = y[-season:]
+    mean = np.array([last[i % season] for i in range(h)])
+    diffs = y[season:] - y[:-season]
+    sigma = float(np.std(diffs)) if diffs.size > 1 else float(np.std(y))
+    k = np.floor(np.arange(h) / season) + 1
+    return normal_bounds(mean, sigma * np.sqrt(k))
+
+
+def robust_level(y: np.ndarray, h: int, k: int, season: int) -> Forecast:
+    """The median of the last `k` steps, flat. Absolute error is least at the median, and a median ignores a
+    spike shorter than half its window (a job that ran an hour), which an exponentially weighted level chases
+    for the rest of the day. Bounds: the empirical quantiles of the same rule's errors at every earlier step,
+    per step ahead up to a season; beyond it, the last step's spread grown with the root of the seasons
+    ahead."""
+    from numpy.lib.stride_tricks import sliding_window_view
+
+    if len(y) <= k:
+        raise ValueError(f"the median of {k} steps needs more than {k} steps")
+    levels = np.median(sliding_window_view(y, k), axis=1)  # levels[i]: the forecast made after step i + k - 1
+    tails = [q for level in LEVELS for q in (0.5 - level / 200, 0.5 + level / 200)]
+    spread = np.zeros((len(tails), min(h, season)))
+    for j in range(spread.shape[1]):
+        errors = y[k + j :] - levels[: len(y) - k - j]
+        spread[:, j] = np.quantile(errors, tails) if errors.size >= 10 else 0.0
+    ahead = np.arange(h)
+    spread = spread[:, np.minimum(ahead, spread.shape[1] - 1)] * np.sqrt(
+        np.maximum(1.0, (ahead + 1) / season)
+    )
+    mean = np.full(h, max(float(levels[-1]), 0.0))
+    lower = {lv: np.maximum(np.minimum(mean + spread[2 * i], mean), 0) for i, lv in enumerate(LEVELS)}
+    upper = {lv: np.maximum(mean + spread[2 * i + 1], mean) for i, lv in enumerate(LEVELS)}
+    return Forecast(mean, lower, upper)
+
+
+def croston_sba(y: np.ndarray, h: int, alpha: float = 0.1) -> Forecast:
+    """Croston's method with the Syntetos-Boylan correction, for intermittent demand; intervals from the
+    empirical distribution of the history (most hours are zero, so the lower bounds are too)."""
+    nonzero = np.flatnonzero(y > 0)
+    if nonzero.size == 0:
+        zeros = np.zeros(h)
+        return Forecast(zeros, {lv: zeros for lv in LEVELS}, {lv: zeros for lv in LEVELS})
+    size, interval, last = float(y[nonzero[0]]), float(nonzero[0] + 1), int(nonzero[0])
+    for i in nonzero[1:]:
+        size += alpha * (float(y[i]) - size)
+        interval += alpha * (float(i - last) - interval)
+        last = int(i)
+    mean = np.full(h, (1 - alpha / 2) * size / interval)
+    lower = {lv: np.full(h, float(np.percentile(y, 50 - lv / 2))) for lv in LEVELS}
+    upper = {lv: np.full(h, max(float(np.percentile(y, 50 + lv / 2)), float(mean[0]))) for lv in LEVELS}
+    return Forecast(mean, lower, upper)
+
+
+def seasonal_median(y: np.ndarray, h: int, season: int, seasons: int = 7) -> Forecast:
+    """For intermittent usage: at each hour of the day, the median of that hour over the last `seasons` days.
+    A customer busy a few hours a day is mostly zero at any hour, and absolute error is least at the median:
+    Croston's mean level spreads the bursts thin over every hour and misses both. Bounds: the quantiles of
+    those days' values at the hour, pooled with the whole window's so a few days still give a spread."""
+    days = min(seasons, len(y) // season)
+    window = np.asarray(y[len(y) - days * season :], dtype=float).reshape(days, season)
+    phase = np.arange(len(y), len(y) + h) % season
+    mean = np.median(window, axis=0)[phase]
+    lower, upper = {}, {}
+    for level in LEVELS:
+        lo, hi = 50 - level / 2, 50 + level / 2
+        pooled_hi = float(np.percentile(window, hi))
+        upper[level] = np.maximum(np.maximum(np.percentile(window, hi, axis=0)[phase], pooled_hi), mean)
+        lower[level] = np.minimum(np.percentile(window, lo, axis=0)[phase], mean)
+    return Forecast(mean, lower, upper)
