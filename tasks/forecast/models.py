@@ -10,7 +10,8 @@ parameters estimated once at the first origin and applied at the later ones.
 Two methods use that backtest:
 - `combination` (the default): the statistical models weighted by their backtest MASE to the fourth power,
   its intervals calibrated on its own backtest (split-conformal). Seasonal naive is the yardstick, not a
-  member: it repeats yesterday, so it cannot follow a cluster that turns busy or idle. Most clusters wander
+  member (it repeats yesterday, so it cannot follow a cluster that turns busy or idle), unless it beat the
+  models' combination on the backtest: then it joins, weighted like the others. Most clusters wander
   in level (simple exponential smoothing fits them), some follow the day; the weights let the backtest say
   which without betting on a noisy ranking (see the README's benchmark).
 - `best`: the single model with the lowest backtest MASE, seasonal naive winning ties, so the choice is never
@@ -296,11 +297,16 @@ def combine(forecasts: list[Forecast], weights: Sequence[float] | None = None) -
     )
 
 
-def weigh(mase: dict[str, float]) -> dict[str, float]:
+def weigh(mase: dict[str, float], with_baseline: bool = False) -> dict[str, float]:
     """Weights of the combination's members from their backtest MASE (`WEIGHT_POWER`), summing to 1, best
-    first. Seasonal naive is the yardstick, not a member: it repeats yesterday, so it pulls a forecast back to
-    an idle day after a cluster woke, or to a busy one after it emptied."""
-    raw = {name: max(value, 1e-9) ** -WEIGHT_POWER for name, value in mase.items() if name != BASELINE}
+    first. Seasonal naive is the yardstick, not a member, unless it beat the models' combination on the
+    backtest (`with_baseline`): it repeats yesterday, so it pulls a forecast back to an idle day after a
+    cluster woke, or to a busy one after it emptied."""
+    raw = {
+        name: max(value, 1e-9) ** -WEIGHT_POWER
+        for name, value in mase.items()
+        if name != COMBINATION and (with_baseline or name != BASELINE)
+    }
     if not raw:  # only seasonal naive fitted
         return {BASELINE: 1.0}
     total = sum(raw.values())
@@ -338,11 +344,17 @@ def backtest(
         _score(result, name, forecasts, cleaned, scored, scales, horizon)
     if not paths:
         raise ValueError(f"every model failed: {result.failed}")
-    result.weights = weigh(result.mase)
-    weights = list(result.weights.values())
-    combined = [combine([paths[m][i] for m in result.weights], weights) for i in range(len(scored))]
+    singles = dict(result.mase)
+    for with_baseline in (False, True):
+        result.weights = weigh(singles, with_baseline)
+        weights = list(result.weights.values())
+        combined = [combine([paths[m][i] for m in result.weights], weights) for i in range(len(scored))]
+        _score(result, COMBINATION, combined, cleaned, scored, scales, horizon)
+        # The yardstick beat the models' combination on this backtest (a series that follows the day more
+        # than its level): it joins, weighted by its MASE like the others, rather than being left out.
+        if result.mase[COMBINATION] <= singles.get(BASELINE, math.inf):
+            break
     result.widening = calibration(combined, cleaned, scored, horizon)
-    _score(result, COMBINATION, combined, cleaned, scored, scales, horizon)
     return result, fitted
 
 
@@ -426,6 +438,8 @@ def choose(result: Backtest, method: str = COMBINATION) -> tuple[str, str]:
         why = "combination weighted by backtest MASE: " + ", ".join(
             f"{name} {weight:.2f}" for name, weight in result.weights.items()
         )
+        if BASELINE in result.weights and len(result.weights) > 1:
+            why += " (seasonal naive joined: it beat the models alone on this backtest)"
         if result.mase[COMBINATION] > baseline:
             why += "; seasonal naive was better on this backtest"
         return COMBINATION, why

@@ -111,6 +111,28 @@ def test_the_combination_weighs_the_models_by_their_backtest(vc: str) -> None:
     assert len(result.forecast.mean) == 24 and _ordered(result.forecast)
 
 
+def test_seasonal_naive_joins_the_combination_only_when_it_beat_the_models_on_the_backtest() -> None:
+    """A cluster that repeats its day: the level model alone loses to seasonal naive on the backtest, so
+    seasonal naive joins the combination, weighted by its MASE like any member; the reason says so."""
+    rng = np.random.default_rng(3)
+    day = np.zeros(24)
+    day[9:12], day[20] = [8, 12, 8], 5
+    y = np.maximum(np.tile(day, 28) + rng.normal(0, 0.3, 24 * 28), 0)
+    bt, _ = backtest(clean(y, 24), season=24, horizon=24, origins=14, models=("seasonal_naive", "ses"))
+    assert bt.mase["seasonal_naive"] < bt.mase["ses"]
+    assert list(bt.weights) == ["seasonal_naive", "ses"]
+    assert bt.weights["seasonal_naive"] / bt.weights["ses"] == pytest.approx(
+        (bt.mase["ses"] / bt.mase["seasonal_naive"]) ** 4
+    )
+    assert bt.mase[COMBINATION] < bt.mase["ses"]
+    result = forecast_series("daily", y, season=24, horizon=24, models=("seasonal_naive", "ses"))
+    assert "seasonal naive joined" in result.reason
+    # where the models' combination wins, seasonal naive stays the yardstick only
+    level = 10 + np.cumsum(rng.normal(0, 0.5, 24 * 28))
+    bt, _ = backtest(clean(level, 24), season=24, horizon=24, origins=14, models=("seasonal_naive", "ses"))
+    assert bt.mase[COMBINATION] <= bt.mase["seasonal_naive"] and list(bt.weights) == ["ses"]
+
+
 def test_the_calibrated_intervals_cover_their_level_on_the_backtest() -> None:
     """Split-conformal: widened by its factor, each level covers at least that share of the backtest's
     scored hours (the factor is the smallest that does, within its range)."""
