@@ -228,11 +228,13 @@ def alibaba_pods(months: tuple[int, ...] = (0, 1), by: str = "qos") -> dict[str,
     hours = end // 3600 + 1
     series: dict[str, np.ndarray] = {}
     groups = ("all", "LS", "BE", "Burstable") if by == "qos" else ("shared", "whole")
-    for qos in groups:
+    group_of = [
+        p["qos"] if by == "qos" else ("shared" if int(p["gpu_milli"]) < 1000 else "whole") for p in pods
+    ]
+    for group in groups:
         y = np.zeros(hours)
-        for pod in pods:
-            group = pod["qos"] if by == "qos" else ("shared" if int(pod["gpu_milli"]) < 1000 else "whole")
-            if qos != "all" and group != qos:
+        for pod, pod_group in zip(pods, group_of, strict=True):
+            if group != "all" and pod_group != group:
                 continue
             gpus = int(pod["num_gpu"]) * int(pod["gpu_milli"]) / 1000
             start, stop = int(pod["scheduled_time"]), int(pod["deletion_time"] or end)
@@ -248,7 +250,7 @@ def alibaba_pods(months: tuple[int, ...] = (0, 1), by: str = "qos") -> dict[str,
             if any(np.array_equal(window, other) for other in series.values()):
                 continue
             label = {0: "last-month", 1: "previous-month"}.get(month, f"month-{month}-back")
-            series[f"{qos}-{label}"] = window
+            series[f"{group}-{label}"] = window
     return series
 
 
