@@ -24,7 +24,8 @@ Gaps: missing hours and outages (a run of zeros where the same hours of other da
 fitted as if real: they are filled from the seasonal profile for fitting and left out of every score.
 
 Intervals: 80, 95 and 99 % (99 % is what the anomaly alerts use); the backtest reports the empirical
-coverage of 80 and 95 %. Usage cannot be negative, so bounds are clipped at zero.
+coverage of 80 and 95 %. The combination's and the intermittent rule's are calibrated on their own backtest
+(tasks/forecast/intervals.py). Usage cannot be negative, so bounds are clipped at zero.
 """
 
 from __future__ import annotations
@@ -36,8 +37,10 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pandas as pd
+from threadpoolctl import threadpool_limits
 
 from tasks.forecast.gaps import MIN_OUTAGE, Cleaned, clean, common_idle_runs, seasonal_profile
+from tasks.forecast.intervals import RULE_WIDENING_RANGE, Widening, calibration, widen
 from tasks.forecast.regimes import current_regime
 from tasks.forecast.rules import (
     LEVELS,
@@ -49,7 +52,8 @@ from tasks.forecast.rules import (
     seasonal_naive,
 )
 
-__all__ = ["MIN_OUTAGE", "Cleaned", "clean", "common_idle_runs", "seasonal_profile"]  # and what follows
+# Re-exported: callers take the forecast's whole vocabulary from this module (and what follows).
+__all__ = ["MIN_OUTAGE", "Cleaned", "calibration", "clean", "common_idle_runs", "seasonal_profile", "widen"]
 
 BASELINE = "seasonal_naive"
 # Robust levels: the median of the last 3 or 12 hours. Absolute error (what MASE scores) is least at the
@@ -81,7 +85,7 @@ class Backtest:
     coverage95: dict[str, float] = field(default_factory=dict)
     failed: dict[str, str] = field(default_factory=dict)
     weights: dict[str, float] = field(default_factory=dict)  # the combination's members and their weights
-    widening: dict[int, float] = field(default_factory=dict)  # level → the combination's interval factor
+    widening: Widening = field(default_factory=dict)  # level → the combination's interval factors
 
 
 @dataclass(frozen=True, slots=True)
@@ -358,42 +362,6 @@ def backtest(
     return result, fitted
 
 
-WIDENING_RANGE = (0.5, 3.0)  # a backtest of a few hundred hours cannot justify more than that
-
-
-def calibration(
-    forecasts: list[Forecast], cleaned: Cleaned, cuts: list[int], horizon: int
-) -> dict[int, float]:
-    """Split-conformal calibration of the combination's intervals on its own backtest: for each level, the
-    factor on the interval's half-widths that would have covered that share of the scored backtest hours.
-    The members' intervals assume their own model is right; averaged, they are too wide on smooth clusters
-    and too narrow on bursty ones."""
-    ratios: dict[int, list[np.ndarray]] = {level: [] for level in LEVELS}  # |error| / half-width, per hour
-    for cut, fc in zip(cuts, forecasts, strict=True):
-        actual, scored = cleaned.values[cut : cut + horizon], cleaned.observed[cut : cut + horizon]
-        error = actual - fc.mean
-        for level in LEVELS:
-            half = np.where(error >= 0, fc.upper[level] - fc.mean, fc.mean - fc.lower[level])[scored]
-            miss = np.abs(error[scored])
-            ratios[level].append(np.divide(miss, half, out=np.full(miss.shape, np.inf), where=half > 0))
-    widening = {}
-    for level, parts in ratios.items():
-        pooled = np.concatenate(parts)
-        needed = float(np.quantile(pooled, level / 100, method="higher")) if pooled.size else 1.0
-        widening[level] = float(np.clip(needed, *WIDENING_RANGE))
-    return widening
-
-
-def widen(forecast: Forecast, widening: dict[int, float]) -> Forecast:
-    """The bounds moved away from (or towards) the mean by each level's factor, still at least zero."""
-    lower = {
-        lv: np.maximum(forecast.mean - f * (forecast.mean - forecast.lower[lv]), 0)
-        for lv, f in widening.items()
-    }
-    upper = {lv: forecast.mean + f * (forecast.upper[lv] - forecast.mean) for lv, f in widening.items()}
-    return Forecast(forecast.mean, lower, upper)
-
-
 def final_forecast(name: str, fitted: Candidate, y: np.ndarray, steps: int) -> tuple[Forecast, bool]:
     """The model refitted on the whole history, forecasting from its end; where that refit fails, the
     parameters from the backtest (the flag says which)."""
@@ -465,9 +433,11 @@ def forecast_series(
     `horizon + extra_horizon` steps with the chosen model or the combination, then follow the current regime
     (idle stays idle, a cluster that woke up stays busy)."""
     cleaned = clean(values, season, outages)
-    return _following(
-        _modelled(key, cleaned, season, horizon, origins, extra_horizon, models, method), season
-    )
+    # One BLAS thread: the models' matrices are tiny, so more threads only spin (about 30 % more CPU for the
+    # same wall time on 2 cores), and forecast_many already runs a process per core.
+    with threadpool_limits(limits=1, user_api="blas"):
+        modelled = _modelled(key, cleaned, season, horizon, origins, extra_horizon, models, method)
+    return _following(modelled, season)
 
 
 def _modelled(
@@ -494,11 +464,12 @@ def _modelled(
         reason = f"fallback: short history ({n} steps < 1 season of {season}): Croston/mean level"
         return SeriesForecast(key, "croston_sba", reason, croston_sba(y, steps), None, cleaned, horizon)
     if zero_share > INTERMITTENT_ZERO_SHARE and busy_run <= SPORADIC_RUN:
+        forecast, calibrated = _intermittent(cleaned, season, horizon, steps, origins)
         reason = (
             f"intermittent ({zero_share:.0%} of steps are zero, busy spells of {busy_run:g} step(s)): the "
             "mean of seasonal naive and the seasonal median of the last 7 days"
+            + (f", intervals calibrated on {calibrated} daily origins" if calibrated else "")
         )
-        forecast = combine([seasonal_naive(y, steps, season), seasonal_median(y, steps, season)])
         return SeriesForecast(key, INTERMITTENT, reason, forecast, None, cleaned, horizon)
     usable_origins = min(origins, (n - 2 * season) // horizon)
     if usable_origins < 1:
@@ -526,6 +497,28 @@ def _modelled(
         + (f"; refit failed, backtest parameters kept for {', '.join(kept)}" if kept else "")
     )
     return SeriesForecast(key, chosen, reason, forecast, result, cleaned, horizon)
+
+
+def intermittent(y: np.ndarray, steps: int, season: int) -> Forecast:
+    """The rule for intermittent usage: the mean of seasonal naive and the seasonal median."""
+    return combine([seasonal_naive(y, steps, season), seasonal_median(y, steps, season)])
+
+
+def _intermittent(
+    cleaned: Cleaned, season: int, horizon: int, steps: int, origins: int
+) -> tuple[Forecast, int]:
+    """The intermittent rule, its intervals calibrated (split-conformal, as the combination's) on the rule's
+    own forecasts from the last `origins` daily origins: nothing is estimated, so it costs little, and the
+    rule's raw bounds (seasonal naive's normal spread, the window's quantiles) cover far more than they say
+    when most hours are zero. Returns the forecast and how many origins calibrated it (0: too short)."""
+    y, n = cleaned.values, len(cleaned.values)
+    cuts = [n - (origins - i) * horizon for i in range(origins)]
+    cuts = [c for c in cuts if c >= season and cleaned.observed[c : c + horizon].any()]
+    forecast = intermittent(y, steps, season)
+    if not cuts:
+        return forecast, 0
+    past = [intermittent(y[:c], horizon, season) for c in cuts]
+    return widen(forecast, calibration(past, cleaned, cuts, horizon, RULE_WIDENING_RANGE)), len(cuts)
 
 
 def _following(result: SeriesForecast, season: int) -> SeriesForecast:
