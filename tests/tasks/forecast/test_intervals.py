@@ -8,7 +8,7 @@ import pytest
 from threadpoolctl import threadpool_info
 
 from tasks.forecast import models
-from tasks.forecast.intervals import HALF_LIFE, calibration, widen
+from tasks.forecast.intervals import HALF_LIFE, WIDENING_RANGE, calibration, widen
 from tasks.forecast.models import INTERMITTENT, Cleaned, Forecast, forecast_series, intermittent
 from tasks.forecast.rules import LEVELS
 
@@ -44,7 +44,8 @@ def test_idle_hours_under_a_zero_lower_bound_are_covered_whatever_the_factor() -
     y[10::24], y[11::24] = 1.5, 1.8  # the busy hours: inside [0, 2]
     cleaned = Cleaned(y, np.ones(n, dtype=bool), [], 0)
     factors = calibration([_flat(1.0, 1.0)] * 14, cleaned, cuts, 24)
-    assert factors[80] == 0.5 and factors[95] == 0.5, "nothing missed even at half the width"
+    narrowest = WIDENING_RANGE[0]
+    assert factors[80] == narrowest and factors[95] == narrowest, "nothing missed even at the narrowest"
 
 
 def test_the_later_origins_count_more() -> None:
@@ -62,7 +63,7 @@ def test_the_later_origins_count_more() -> None:
     after_early = calibration(forecasts, Cleaned(early, observed, [], 0), cuts, 24)
     after_late = calibration(forecasts, Cleaned(late, observed, [], 0), cuts, 24)
     assert HALF_LIFE == 7
-    assert after_late[80] > 1.5 and after_early[80] == 0.5, (after_late, after_early)
+    assert after_late[80] > 1.5 and after_early[80] == WIDENING_RANGE[0], (after_late, after_early)
 
 
 def _sporadic_customer(days: int = 28, seed: int = 5) -> np.ndarray:

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from tasks.forecast.batch import SeriesJob, forecast_many
+from tasks.forecast.intervals import WIDENING_RANGE
 from tasks.forecast.models import (
     BACKTEST_ORIGINS,
     COMBINATION,
@@ -107,7 +108,7 @@ def test_the_combination_weighs_the_models_by_their_backtest(vc: str) -> None:
     assert bt.weights[best] / bt.weights[worst] == pytest.approx((singles[worst] / singles[best]) ** 4)
     assert result.reason.startswith(f"backtest: MASE {bt.mase[COMBINATION]:.3f} over 14 origins")
     assert f"{best} {bt.weights[best]:.2f}" in result.reason
-    assert set(bt.widening) == {80, 95, 99} and all(0.5 <= f <= 3 for f in bt.widening.values())
+    assert set(bt.widening) == {80, 95, 99} and all(WIDENING_RANGE[0] <= f <= 3 for f in bt.widening.values())
     assert len(result.forecast.mean) == 24 and _ordered(result.forecast)
 
 
@@ -143,13 +144,14 @@ def test_the_calibrated_intervals_cover_their_level_on_the_backtest() -> None:
     narrow = Forecast(np.full(24, 1.0), {lv: np.full(24, 0.9) for lv in (80, 95, 99)},
                       {lv: np.full(24, 1.1) for lv in (80, 95, 99)})  # fmt: skip
     factors = calibration([narrow] * 14, y, cuts, 24)
-    assert factors[95] >= factors[80] and all(0.5 <= f <= 3 for f in factors.values())
+    assert factors[95] >= factors[80] and all(WIDENING_RANGE[0] <= f <= 3 for f in factors.values())
     wide = widen(narrow, factors)
     assert (wide.upper[95] >= wide.upper[80]).all() and (wide.lower[95] >= 0).all()
     exact = Forecast(np.full(24, 2.0), {lv: np.full(24, 1.0) for lv in (80, 95, 99)},
                      {lv: np.full(24, 3.0) for lv in (80, 95, 99)})  # fmt: skip
     flat = Cleaned(np.full(n, 2.0), np.ones(n, dtype=bool), [], 0)
-    assert calibration([exact] * 14, flat, cuts, 24) == {80: 0.5, 95: 0.5, 99: 0.5}  # never wrong: narrower
+    narrowest = WIDENING_RANGE[0]
+    assert calibration([exact] * 14, flat, cuts, 24) == dict.fromkeys((80, 95, 99), narrowest)  # never wrong
     assert bt.widening and bt.coverage80[COMBINATION] <= 1
 
 
