@@ -52,7 +52,7 @@ from tasks.forecast.rules import (
     seasonal_naive,
 )
 
-# Re-exported: callers take the forecast's whole vocabulary from this module (and what follows).
+# Re-exported from gaps.py and intervals.py: callers take the forecast's vocabulary from this module.
 __all__ = ["MIN_OUTAGE", "Cleaned", "calibration", "clean", "common_idle_runs", "seasonal_profile", "widen"]
 
 BASELINE = "seasonal_naive"
@@ -317,6 +317,14 @@ def weigh(mase: dict[str, float], with_baseline: bool = False) -> dict[str, floa
     return {name: raw[name] / total for name in sorted(raw, key=raw.__getitem__, reverse=True)}
 
 
+def scored_origins(cleaned: Cleaned, horizon: int, origins: int) -> list[int]:
+    """The rolling origins n - k*horizon (k = origins..1) with an observed step in their horizon: the ones a
+    backtest can score."""
+    n = len(cleaned.values)
+    cuts = [n - (origins - i) * horizon for i in range(origins)]
+    return [c for c in cuts if cleaned.observed[c : c + horizon].any()]
+
+
 def backtest(
     cleaned: Cleaned, season: int, horizon: int, origins: int, models: tuple[str, ...] = MODELS
 ) -> tuple[Backtest, dict[str, Candidate]]:
@@ -325,9 +333,8 @@ def backtest(
     combination is scored from its members' backtest forecasts. Returns the models as fitted at the first
     origin, for a final forecast where a refit on the whole history fails."""
     y, observed = cleaned.values, cleaned.observed
-    n = len(y)
-    cuts = [n - (origins - i) * horizon for i in range(origins)]
-    scored = [c for c in cuts if observed[c : c + horizon].any()]
+    first = len(y) - origins * horizon
+    scored = scored_origins(cleaned, horizon, origins)
     if not scored:
         raise ValueError("no backtest origin has an observed hour")
     # The in-sample seasonal-naive error of each origin's history: the same for every model.
@@ -337,7 +344,7 @@ def backtest(
     fitted: dict[str, Candidate] = {}
     for name in models:
         try:
-            candidate = Candidate(name, y[: cuts[0]], season)
+            candidate = Candidate(name, y[:first], season)
             forecasts = candidate.forecasts(y, [(c, horizon) for c in scored])
             if not all(_finite(f) for f in forecasts):
                 raise ValueError("non-finite forecast")
@@ -511,9 +518,8 @@ def _intermittent(
     own forecasts from the last `origins` daily origins: nothing is estimated, so it costs little, and the
     rule's raw bounds (seasonal naive's normal spread, the window's quantiles) cover far more than they say
     when most hours are zero. Returns the forecast and how many origins calibrated it (0: too short)."""
-    y, n = cleaned.values, len(cleaned.values)
-    cuts = [n - (origins - i) * horizon for i in range(origins)]
-    cuts = [c for c in cuts if c >= season and cleaned.observed[c : c + horizon].any()]
+    y = cleaned.values
+    cuts = [c for c in scored_origins(cleaned, horizon, origins) if c >= season]
     forecast = intermittent(y, steps, season)
     if not cuts:
         return forecast, 0
