@@ -24,7 +24,7 @@ from tasks.forecast.rules import LEVELS, Forecast
 # claim nothing, so they may shrink to the mean (an 80 % upper bound of a customer idle 90 % of hours).
 WIDENING_RANGE = (0.65, 3.0)
 RULE_WIDENING_RANGE = (0.0, 3.0)
-HALF_LIFE = 7  # origins (days): last week's hours count twice the week before's (3 and 5 measured the same)
+HALF_LIFE = 7  # origins (days): last week's hours count twice the week before's (3 and 5: see the README)
 Widening = dict[int, float]  # level → the factor on the interval's half-widths
 
 
