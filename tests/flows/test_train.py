@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -84,23 +84,44 @@ def test_the_flow_trains_and_leaves_a_result_table(
     assert all(len(str(row[k]).split(".")[-1]) <= 4 for k in ("first_loss", "last_loss", "mean_train_loss"))
 
 
-def test_a_bad_dataset_fails_at_once_naming_the_line(tmp_path: Path, tiny_qwen: Path) -> None:
+@pytest.fixture
+def attempts(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
+    """How often the flow checked its inputs and started the trainer: a failure that would fail the same
+    way again must not be retried (a retry waits 60 s and ends the same)."""
+    import flows.train
+
+    counts = {"checks": 0, "trainer": 0}
+
+    for name, attribute in (("checks", "check_training_inputs"), ("trainer", "run_trainer")):
+        original = getattr(flows.train, attribute)
+
+        def counted(*args: object, _name: str = name, _fn: Any = original, **kwargs: object) -> Any:
+            counts[_name] += 1
+            return _fn(*args, **kwargs)
+
+        monkeypatch.setattr(flows.train, attribute, counted)
+    return counts
+
+
+def test_a_bad_dataset_fails_at_once_naming_the_line(
+    tmp_path: Path, tiny_qwen: Path, attempts: dict[str, int]
+) -> None:
     config = config_for(tmp_path, tiny_qwen, [json.dumps(CHAT), "{broken"])
-    started = time.monotonic()
     with pytest.raises(DatasetError, match=r"chat.jsonl:2: invalid JSON"):
-        train_model(config)  # the deployment's own settings: no retry waits 60 s for the same error
-    assert time.monotonic() - started < 30
-    assert not (tmp_path / "ckpt" / "flow-run").exists(), "no training started"
+        train_model(config)  # the deployment's own settings
+    assert attempts == {"checks": 1, "trainer": 0}, "checked once, not retried, no training started"
+    assert not (tmp_path / "ckpt" / "flow-run").exists()
 
 
-def test_a_missing_base_model_fails_at_once(tmp_path: Path, tiny_qwen: Path) -> None:
+def test_a_missing_base_model_fails_at_once(
+    tmp_path: Path, tiny_qwen: Path, attempts: dict[str, int]
+) -> None:
     config = config_for(tmp_path, tiny_qwen, [json.dumps(CHAT)] * 4).model_copy(
         update={"base_model": "no-such-model"}
     )
-    started = time.monotonic()
     with pytest.raises(Exception, match="no-such-model"):
         train_model(config)
-    assert time.monotonic() - started < 30
+    assert attempts == {"checks": 1, "trainer": 0}
 
 
 def test_only_preemption_is_retried() -> None:
