@@ -5,6 +5,8 @@ URLs, routed by urgency like every other alert.
 When it cannot deliver (no channel for the urgency, every attempt failed, no AlertRoutes block), it writes
 `ALERT NOT SENT: <why>` into the flow run's own log, where people look, and raises, so Prefect also records
 the automation's action as failed (once: not redelivered). The reason names channels, never their URLs.
+Both the routes and that log line go through the server's in-process API, so the block works in a server
+that does not know its own address.
 
 Prefect delivers trigger events at least once: when its SQLite database is busy, a flow run's Failed event
 can be evaluated twice and the action fire twice, 70 ms apart (seen in CI). The same alert (urgency,
@@ -20,7 +22,7 @@ import re
 import threading
 import time
 from datetime import UTC, datetime
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 from uuid import UUID
 
 import anyio
@@ -30,6 +32,9 @@ from pydantic import Field
 from blocks.alert_routes import AlertRoutes
 from tasks.alerts import Alert, send_alert
 from tasks.audit import redact
+
+if TYPE_CHECKING:
+    from prefect.server.api.clients import OrchestrationClient
 
 # The automations' body template ends with this line (flows/automations.py), so the block knows the run.
 RUN_LINE = re.compile(r"^Flow run id: ([0-9a-f-]{36})$", re.MULTILINE)
@@ -65,43 +70,56 @@ class GpuflowsAlert(NotificationBlock):
     backoff_s: float = Field(default=1.0, ge=0, le=60, description="First retry delay (exponential).")
 
     async def notify(self, body: str, subject: str | None = None) -> None:
-        # Apprise and the block load are blocking calls; the server's event loop must keep serving.
-        await anyio.to_thread.run_sync(self.send, body, subject)
+        """Prefect's SendNotification action calls this in the server process. The AlertRoutes block is
+        read, and a failure written to the run's log, through the server's own in-process API, never a
+        Prefect client: a server started without PREFECT_API_URL (Prefect's test harness, an operator's
+        own `prefect server start`) would have the client start an ephemeral second server on the same
+        database, which fought the first for SQLite's lock and outlived it."""
+        from prefect.server.api.clients import OrchestrationClient
 
-    def send(self, body: str, subject: str | None = None) -> None:
         alert = Alert(self.urgency, redact(subject or "gpuflows alert"), redact(body))
         if not first_time(self.urgency, alert.title, alert.body):
             logging.getLogger("gpuflows.alerts").info("a repeated delivery skipped: %s", alert.title)
             return
-        try:
-            channels = AlertRoutes.load(self.routes).channels()
-            send_alert(alert, channels, self.attempts, self.backoff_s)
-        except Exception as error:
-            reason = f"{type(error).__name__}: {error}" if isinstance(error, ValueError) else str(error)
-            message = f"ALERT NOT SENT ({self.urgency}): {redact(reason)}"
-            log_not_sent(body, message)
-            # NotificationError: Prefect records the action as failed and does not redeliver it (an
-            # unexpected error would be retried, and the log line repeated).
-            raise NotificationError(log=message) from None
+        async with OrchestrationClient() as api:
+            try:
+                channels = (await read_routes(api, self.routes)).channels()
+                # Apprise is blocking: the server's event loop must keep serving.
+                await anyio.to_thread.run_sync(send_alert, alert, channels, self.attempts, self.backoff_s)
+            except Exception as error:
+                reason = f"{type(error).__name__}: {error}" if isinstance(error, ValueError) else str(error)
+                message = f"ALERT NOT SENT ({self.urgency}): {redact(reason)}"
+                await log_not_sent(api, body, message)
+                # NotificationError: Prefect records the action as failed and does not redeliver it (an
+                # unexpected error would be retried, and the log line repeated).
+                raise NotificationError(log=message) from None
 
 
-def log_not_sent(body: str, message: str) -> None:
+async def read_routes(api: OrchestrationClient, name: str) -> AlertRoutes:
+    """The AlertRoutes block `name`, with its secrets, read through the server's in-process API."""
+    response = await api._http_client.get(
+        f"/block_types/slug/{AlertRoutes.get_block_type_slug()}/block_documents/name/{name}",
+        params={"include_secrets": True},
+    )
+    if response.status_code == 404:
+        raise ValueError(f"no AlertRoutes block named {name!r}; `gpuflows up` creates 'default'")
+    response.raise_for_status()
+    return AlertRoutes.model_validate(response.json()["data"])
+
+
+async def log_not_sent(api: OrchestrationClient, body: str, message: str) -> None:
     """Writes `message` into the log of the flow run the alert is about (if the body names one)."""
-    from prefect.client.orchestration import get_client
     from prefect.client.schemas.actions import LogCreate
 
     match = RUN_LINE.search(body)
     if match is None:
         return
-    with get_client(sync_client=True) as client:
-        client.create_logs(
-            [
-                LogCreate(
-                    name="gpuflows.alerts",
-                    level=40,
-                    message=message,
-                    timestamp=datetime.now(UTC),
-                    flow_run_id=UUID(match.group(1)),
-                )
-            ]
-        )
+    log = LogCreate(
+        name="gpuflows.alerts",
+        level=40,
+        message=message,
+        timestamp=datetime.now(UTC),
+        flow_run_id=UUID(match.group(1)),
+    )
+    response = await api._http_client.post("/logs/", json=[log.model_dump(mode="json")])
+    response.raise_for_status()
