@@ -20,6 +20,7 @@ from tasks.forecast.models import (
     COMBINATION,
     INTERMITTENT,
     MODELS,
+    WEIGHT_POWER,
     Candidate,
     Cleaned,
     Forecast,
@@ -31,6 +32,7 @@ from tasks.forecast.models import (
     forecast_series,
     widen,
 )
+from tasks.forecast.rules import EWM_ALPHAS, MEDIAN_WINDOWS, tune_level
 
 DATA = Path(__file__).parents[2] / "data"
 
@@ -105,10 +107,15 @@ def test_the_combination_weighs_the_models_by_their_backtest(vc: str) -> None:
     assert set(bt.weights) == set(singles) and sum(bt.weights.values()) == pytest.approx(1)
     best, worst = min(singles, key=singles.__getitem__), max(singles, key=singles.__getitem__)
     assert list(bt.weights)[0] == best and bt.weights[best] > bt.weights[worst]
-    assert bt.weights[best] / bt.weights[worst] == pytest.approx((singles[worst] / singles[best]) ** 4)
+    assert bt.weights[best] / bt.weights[worst] == pytest.approx(
+        (singles[worst] / singles[best]) ** WEIGHT_POWER
+    )
     assert result.reason.startswith(f"backtest: MASE {bt.mase[COMBINATION]:.3f} over 14 origins")
     assert f"{best} {bt.weights[best]:.2f}" in result.reason
-    assert set(bt.widening) == {80, 95, 99} and all(WIDENING_RANGE[0] <= f <= 3 for f in bt.widening.values())
+    factors = bt.widening.factors
+    assert set(factors) == {80, 95, 99} and all(
+        WIDENING_RANGE[0] <= f <= 3 for fs in factors.values() for f in fs
+    )
     assert len(result.forecast.mean) == 24 and _ordered(result.forecast)
 
 
@@ -123,7 +130,7 @@ def test_seasonal_naive_joins_the_combination_only_when_it_beat_the_models_on_th
     assert bt.mase["seasonal_naive"] < bt.mase["ses"]
     assert list(bt.weights) == ["seasonal_naive", "ses"]
     assert bt.weights["seasonal_naive"] / bt.weights["ses"] == pytest.approx(
-        (bt.mase["ses"] / bt.mase["seasonal_naive"]) ** 4
+        (bt.mase["ses"] / bt.mase["seasonal_naive"]) ** WEIGHT_POWER
     )
     assert bt.mase[COMBINATION] < bt.mase["ses"]
     result = forecast_series("daily", y, season=24, horizon=24, models=("seasonal_naive", "ses"))
@@ -144,14 +151,16 @@ def test_the_calibrated_intervals_cover_their_level_on_the_backtest() -> None:
     narrow = Forecast(np.full(24, 1.0), {lv: np.full(24, 0.9) for lv in (80, 95, 99)},
                       {lv: np.full(24, 1.1) for lv in (80, 95, 99)})  # fmt: skip
     factors = calibration([narrow] * 14, y, cuts, 24)
-    assert factors[95] >= factors[80] and all(WIDENING_RANGE[0] <= f <= 3 for f in factors.values())
+    assert all(wide >= narrow for wide, narrow in zip(factors[95], factors[80], strict=True))
+    assert all(WIDENING_RANGE[0] <= f <= 3 for fs in factors.factors.values() for f in fs)
     wide = widen(narrow, factors)
     assert (wide.upper[95] >= wide.upper[80]).all() and (wide.lower[95] >= 0).all()
     exact = Forecast(np.full(24, 2.0), {lv: np.full(24, 1.0) for lv in (80, 95, 99)},
                      {lv: np.full(24, 3.0) for lv in (80, 95, 99)})  # fmt: skip
     flat = Cleaned(np.full(n, 2.0), np.ones(n, dtype=bool), [], 0)
     narrowest = WIDENING_RANGE[0]
-    assert calibration([exact] * 14, flat, cuts, 24) == dict.fromkeys((80, 95, 99), narrowest)  # never wrong
+    never_wrong = calibration([exact] * 14, flat, cuts, 24).factors
+    assert never_wrong == dict.fromkeys((80, 95, 99), (narrowest, narrowest))
     assert bt.widening and bt.coverage80[COMBINATION] <= 1
 
 
@@ -208,6 +217,36 @@ def test_the_median_levels_ignore_a_spike_and_follow_a_lasting_step() -> None:
         assert at.upper[80][0] == pytest.approx(level + np.quantile(errors, 0.9))
     with pytest.raises(ValueError, match="median_12 needs more than 12 steps"):
         Candidate("median_12", base[:12], 24)
+
+
+def test_the_tuned_levels_choose_the_memory_with_the_least_day_ahead_error() -> None:
+    """A random walk: the last values are the best forecast a day ahead (a short memory). Noise around a
+    fixed level: the longest memory. Either way the choice has the least mean absolute error 1 to 24 steps
+    ahead over the history, recomputed here step by step; a one-hour spike does not move the median."""
+    rng = np.random.default_rng(11)
+    walk = 100 + np.cumsum(rng.normal(0, 1, 24 * 20))
+    noise = 10 + rng.normal(0, 1, 24 * 20)
+    assert tune_level(walk, "ewm", 24) > 0.5 and tune_level(walk, "median", 24) <= 3
+    assert tune_level(noise, "ewm", 24) < 0.05 and tune_level(noise, "median", 24) == max(MEDIAN_WINDOWS)
+
+    def day_ahead_error(y: np.ndarray, alpha: float) -> float:
+        level, levels = y[0], []
+        for value in y:
+            level = alpha * value + (1 - alpha) * level
+            levels.append(level)
+        return float(
+            np.mean([abs(y[t + j] - levels[t]) for j in range(1, 25) for t in range(48, len(y) - j)])
+        )
+
+    mixed = 20 + np.cumsum(rng.normal(0, 0.2, 24 * 10)) + rng.normal(0, 1, 24 * 10)
+    chosen = tune_level(mixed, "ewm", 24)
+    assert 0.005 < chosen < 1
+    assert day_ahead_error(mixed, chosen) <= min(day_ahead_error(mixed, a) for a in EWM_ALPHAS) + 1e-12
+    spiked = np.append(noise, 60.0)
+    calm = Candidate("median_mae", noise, 24).forecasts(spiked, [(len(spiked), 24)])[0]
+    assert abs(calm.mean[0] - 10) < 0.5 and _ordered(calm)
+    with pytest.raises(ValueError, match="at least 4 steps"):
+        Candidate("ses_mae", noise[:3], 24)
 
 
 def test_the_combination_averages_means_and_bounds() -> None:
