@@ -69,6 +69,12 @@ def _quantile(values: np.ndarray, weights: np.ndarray, q: float) -> float:
     return float(values[order][min(int(np.searchsorted(cumulative, q - 1e-12)), len(values) - 1)])
 
 
+def conformal_share(level: int, n: int) -> float:
+    """The share of `n` calibration points the factor must cover for `level` % on the next one: split
+    conformal's finite-sample correction, ceil((n + 1) level) / n (80 % of 84 hours: 81 % of them)."""
+    return min(1.0, float(np.ceil((n + 1) * level / 100 - 1e-9)) / n)
+
+
 def calibration(
     forecasts: list[Forecast],
     cleaned: Cleaned,
@@ -78,7 +84,8 @@ def calibration(
     edges: tuple[int, ...] = LEAD_BANDS,
 ) -> Widening:
     """For each level and lead band, the smallest factor (within `bounds`) that would have covered that share
-    of the band's scored backtest hours, each origin's hours weighted by recency (`HALF_LIFE`)."""
+    of the band's scored backtest hours (`conformal_share`), each origin's hours weighted by recency
+    (`HALF_LIFE`)."""
     edges = tuple(e for e in edges if 0 < e < horizon)
     band = _bands(edges, horizon)
     ratios: dict[int, list[np.ndarray]] = {level: [] for level in LEVELS}  # |error| / half-width, per hour
@@ -103,7 +110,8 @@ def calibration(
         needed = []
         for b in range(len(edges) + 1):
             inside = pooled_bands == b
-            value = _quantile(pooled[inside], pooled_weights[inside], level / 100) if inside.any() else 1.0
+            n = int(inside.sum())
+            value = _quantile(pooled[inside], pooled_weights[inside], conformal_share(level, n)) if n else 1.0
             needed.append(float(np.clip(value, *bounds)))
         factors[level] = tuple(needed)
     return Widening(factors, edges)

@@ -8,7 +8,15 @@ import pytest
 from threadpoolctl import threadpool_info
 
 from tasks.forecast import models
-from tasks.forecast.intervals import HALF_LIFE, LEAD_BANDS, WIDENING_RANGE, Widening, calibration, widen
+from tasks.forecast.intervals import (
+    HALF_LIFE,
+    LEAD_BANDS,
+    WIDENING_RANGE,
+    Widening,
+    calibration,
+    conformal_share,
+    widen,
+)
 from tasks.forecast.models import INTERMITTENT, Cleaned, Forecast, forecast_series, intermittent
 from tasks.forecast.rules import LEVELS
 
@@ -92,6 +100,22 @@ def test_the_first_hours_ahead_and_the_rest_are_calibrated_apart() -> None:
         [_flat(10.0, 1.0)] * 14, Cleaned(y, np.ones(n, dtype=bool), [], 0), cuts, 24, edges=()
     )
     assert len(pooled[80]) == 1 and WIDENING_RANGE[0] < pooled[80][0] < factors[80][1]
+
+
+def test_the_factor_covers_the_conformal_share_of_the_calibration_hours() -> None:
+    """Split conformal's finite-sample correction: to cover 80 % of the next hour, the factor must have
+    covered ceil(0.8 (n + 1)) of n calibration hours. Ten hours missed by 0.1 to 1.0 half-widths: the plain
+    80th percentile (0.8) would leave the next hour short; the corrected factor is 0.9."""
+    assert conformal_share(80, 10) == pytest.approx(0.9) and conformal_share(80, 84) == pytest.approx(68 / 84)
+    assert conformal_share(99, 10) == 1.0 and conformal_share(80, 4) == 1.0
+    y = np.full(24, 10.0)
+    y[:10] += np.arange(1, 11) / 10  # one origin, ten scored hours, all in the first band
+    observed = np.zeros(24, dtype=bool)
+    observed[:10] = True
+    factors = calibration(
+        [_flat(10.0, 1.0)], Cleaned(y, observed, [], 0), [0], 24, bounds=(0.0, 3.0), edges=()
+    )
+    assert factors[80] == pytest.approx((0.9,))
 
 
 def _sporadic_customer(days: int = 28, seed: int = 5) -> np.ndarray:
