@@ -1,6 +1,7 @@
-"""Forecasts by a fixed rule, with nothing estimated: seasonal naive (the yardstick), the robust levels (the
-median of the last hours), Croston-SBA and the seasonal median (intermittent usage). tasks/forecast/models.py
-backtests and combines them with the estimated models."""
+"""Forecasts by a rule: seasonal naive (the yardstick), the robust levels (the median of the last hours),
+Croston-SBA and the seasonal median (intermittent usage) estimate nothing; the day-ahead levels choose one
+number (a smoothing weight or a median's window) by their error over the history. tasks/forecast/models.py
+backtests and combines them with the statistical models."""
 
 from __future__ import annotations
 
