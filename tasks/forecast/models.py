@@ -45,14 +45,13 @@ from tasks.forecast.gaps import MIN_OUTAGE, Cleaned, clean, common_idle_runs, se
 from tasks.forecast.intervals import RULE_WIDENING_RANGE, Widening, calibration, widen
 from tasks.forecast.regimes import current_regime
 from tasks.forecast.rules import (
+    LEVEL_FAMILIES,
     LEVELS,
     Forecast,
     croston_sba,
-    ewm_levels,
     flat_level,
     median_levels,
     normal_bounds,
-    robust_level,
     seasonal_median,
     seasonal_naive,
     tune_level,
@@ -152,10 +151,8 @@ class Candidate:
                 return self._ets_forecasts(y, requests)
             if self.name == "sarimax":
                 return self._sarimax_forecasts(y, requests)
-            if self.name in MEDIANS:
-                return self._median_forecasts(y, requests)
-            if self.name in TUNED:
-                return self._tuned_forecasts(y, requests)
+            if self.name in MEDIANS or self.name in TUNED:
+                return self._level_forecasts(y, requests)
             return self._stl_forecasts(y, requests)
 
     # -- estimation, once
@@ -244,18 +241,14 @@ class Candidate:
             out.append(normal_bounds(mean, np.sqrt(variance)))
         return out
 
-    def _median_forecasts(self, y: np.ndarray, requests: list[Request]) -> list[Forecast]:
-        return [
-            robust_level(y[:origin], steps, MEDIANS[self.name], self.season) for origin, steps in requests
-        ]
-
-    def _tuned_forecasts(self, y: np.ndarray, requests: list[Request]) -> list[Forecast]:
-        """The level path once (it is causal: each step's level uses only the steps before it), the flat
-        forecast from each origin with bounds from the errors before it."""
-        if TUNED[self.name] == "ewm":
-            levels = ewm_levels(y, float(self.params))
+    def _level_forecasts(self, y: np.ndarray, requests: list[Request]) -> list[Forecast]:
+        """The robust and tuned levels: the level path once (it is causal: each step's level uses only the
+        steps up to it), the flat forecast from each origin with bounds from the errors before it."""
+        if self.name in MEDIANS:
+            levels = median_levels(y, MEDIANS[self.name])
         else:
-            levels = median_levels(y, int(self.params))
+            path, _ = LEVEL_FAMILIES[TUNED[self.name]]
+            levels = path(y, self.params)
         return [flat_level(y[:origin], levels[:origin], steps, self.season) for origin, steps in requests]
 
     def _stl_forecasts(self, y: np.ndarray, requests: list[Request]) -> list[Forecast]:

@@ -60,6 +60,8 @@ def ewm_levels(y: np.ndarray, alpha: float) -> np.ndarray:
 # median windows from the last hour to two days.
 EWM_ALPHAS = tuple(float(a) for a in np.geomspace(0.005, 1, 40))
 MEDIAN_WINDOWS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 36, 48)
+# A flat level's family → (its level path from the parameter, the parameters it is tuned over).
+LEVEL_FAMILIES = {"ewm": (ewm_levels, EWM_ALPHAS), "median": (median_levels, MEDIAN_WINDOWS)}
 
 
 def tune_level(y: np.ndarray, family: str, ahead: int) -> float:
@@ -73,13 +75,14 @@ def tune_level(y: np.ndarray, family: str, ahead: int) -> float:
         raise ValueError("a tuned level needs at least 4 steps")
     warm = min(2 * ahead, len(y) // 2)
     ahead = min(ahead, len(y) - warm - 1)
-    grid = EWM_ALPHAS if family == "ewm" else tuple(k for k in MEDIAN_WINDOWS if k <= warm + 1)
+    path, values = LEVEL_FAMILIES[family]
+    grid = [v for v in values if family != "median" or v <= warm + 1]  # a window defined from the warm-up on
     losses = []
     for value in grid:
-        levels = ewm_levels(y, value) if family == "ewm" else median_levels(y, int(value))
+        levels = path(y, value)
         errors = [np.abs(y[warm + j :] - levels[warm : len(y) - j]) for j in range(1, ahead + 1)]
         losses.append(float(np.concatenate(errors).mean()))
-    return float(grid[int(np.argmin(losses))])
+    return grid[int(np.argmin(losses))]
 
 
 def flat_level(y: np.ndarray, levels: np.ndarray, h: int, season: int) -> Forecast:
@@ -101,15 +104,6 @@ def flat_level(y: np.ndarray, levels: np.ndarray, h: int, season: int) -> Foreca
     lower = {lv: np.maximum(np.minimum(mean + spread[2 * i], mean), 0) for i, lv in enumerate(LEVELS)}
     upper = {lv: np.maximum(mean + spread[2 * i + 1], mean) for i, lv in enumerate(LEVELS)}
     return Forecast(mean, lower, upper)
-
-
-def robust_level(y: np.ndarray, h: int, k: int, season: int) -> Forecast:
-    """The median of the last `k` steps, flat. Absolute error is least at the median, and a median ignores a
-    spike shorter than half its window (a job that ran an hour), which an exponentially weighted level chases
-    for the rest of the day. Bounds as `flat_level`'s."""
-    if len(y) <= k:
-        raise ValueError(f"the median of {k} steps needs more than {k} steps")
-    return flat_level(y, median_levels(y, k), h, season)
 
 
 def croston_sba(y: np.ndarray, h: int, alpha: float = 0.1) -> Forecast:
