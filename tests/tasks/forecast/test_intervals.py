@@ -96,9 +96,7 @@ def test_the_first_hours_ahead_and_the_rest_are_calibrated_apart() -> None:
     wide = widen(_flat(10.0, 1.0, n=30), factors)
     assert wide.upper[80][edge - 1] == pytest.approx(10 + WIDENING_RANGE[0])
     assert wide.upper[80][edge] == wide.upper[80][29] == pytest.approx(10 + factors[80][1])
-    pooled = calibration(
-        [_flat(10.0, 1.0)] * 14, Cleaned(y, np.ones(n, dtype=bool), [], 0), cuts, 24, edges=()
-    )
+    pooled = calibration([_flat(10.0, 1.0)] * 14, cleaned, cuts, 24, edges=())
     assert len(pooled[80]) == 1 and WIDENING_RANGE[0] < pooled[80][0] < factors[80][1]
 
 
