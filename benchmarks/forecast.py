@@ -9,6 +9,10 @@ Datasets (../shared/data when present, else the committed slices):
 - Alibaba GenAI LoRA requests: GPU-hours per hour, all requests and the five busiest customers (3.5 weeks).
 - Holdout, built after the models were chosen: the pods' older months, the last two months' pods split by
   GPU share (shared against whole GPUs), and the GenAI customers ranked 6 to 10.
+- Second holdout, built on 2026-12-05 when the first had been looked at too often: the ten Helios clusters
+  summed (the whole Earth cluster), the pods split by outcome (still running at the trace's end, or ended)
+  and the older months by GPU share, the GenAI customers ranked 11 to 15, the five busiest base models and
+  requests by LoRA count. Series that repeat another dataset's are left out.
 
 For each series the last 2 weeks are held out: 14 daily origins, 24-hour horizon. At each origin every method
 sees only the history before it: the default (`auto`), `best`, seasonal naive, and statsforecast's AutoETS,
@@ -56,7 +60,7 @@ SLICES = ROOT / "tests" / "data" / "forecast"
 ALIBABA = ROOT.parent / "shared" / "data" / "alibaba-openb-pods" / "openb_pod_list_default.csv"
 GENAI = ROOT.parent / "shared" / "data" / "alibaba-genai-lora" / "lora_request_trace.csv"
 HORIZON, ORIGINS, WEEKS = 24, 7, 2
-HOLDOUT_MONTHS, HOLDOUT_RANKS = (2, 3, 4), range(5, 10)
+HOLDOUT_MONTHS, HOLDOUT_RANKS, SECOND_HOLDOUT_RANKS = (2, 3, 4), range(5, 10), range(10, 15)
 
 
 def clusters() -> dict[str, Path]:
@@ -211,12 +215,22 @@ def score(series: Series, forecasts: dict[str, list[Forecast]], seconds: float) 
     return SeriesScore(series.name, dict(scores), dict(inside80), dict(inside95), points, seconds)
 
 
+# How the pods are split into series: the groups (besides "all") and each pod's group.
+POD_GROUPS = {
+    "qos": (("all", "LS", "BE", "Burstable"), lambda p: p["qos"]),
+    "size": (("shared", "whole"), lambda p: "shared" if int(p["gpu_milli"]) < 1000 else "whole"),
+    "phase": (("running", "ended"), lambda p: "running" if p["pod_phase"] == "Running" else "ended"),
+}
+
+
 def alibaba_pods(months: tuple[int, ...] = (0, 1), by: str = "qos") -> dict[str, np.ndarray]:
     """A second dataset: GPUs allocated per hour in Alibaba's GPU cluster trace (openb pods, about five
     months), all pods and per QoS class, each over 744-hour windows (as long as the Helios series) counted
     back from the trace's end: `months` 0 and 1 (the last month and the one before) are the tuned dataset.
     The holdout is the older months (2 to 4) and, `by="size"`, the last two months split another way:
-    pods sharing a GPU (under 1,000 milli-GPU) against pods holding whole GPUs. A window is left out when
+    pods sharing a GPU (under 1,000 milli-GPU) against pods holding whole GPUs. The second holdout splits
+    them by outcome (`by="phase"`: pods still running at the trace's end against those that ended) and the
+    older months by size. A window is left out when
     its history before the held-out weeks, or the weeks themselves, have no usage (no scale to score on),
     or when it repeats another class's window (in the older months every pod is LS). Needs ../shared/data;
     nothing is committed."""
@@ -227,14 +241,11 @@ def alibaba_pods(months: tuple[int, ...] = (0, 1), by: str = "qos") -> dict[str,
     end = max(int(p["deletion_time"] or 0) for p in pods)
     hours = end // 3600 + 1
     series: dict[str, np.ndarray] = {}
-    groups = ("all", "LS", "BE", "Burstable") if by == "qos" else ("shared", "whole")
-    group_of = [
-        p["qos"] if by == "qos" else ("shared" if int(p["gpu_milli"]) < 1000 else "whole") for p in pods
-    ]
+    groups, group_of = POD_GROUPS[by]
     for group in groups:
         y = np.zeros(hours)
-        for pod, pod_group in zip(pods, group_of, strict=True):
-            if group != "all" and pod_group != group:
+        for pod in pods:
+            if group != "all" and group_of(pod) != group:
                 continue
             gpus = int(pod["num_gpu"]) * int(pod["gpu_milli"]) / 1000
             start, stop = int(pod["scheduled_time"]), int(pod["deletion_time"] or end)
@@ -309,10 +320,20 @@ def section(title: str, items: list[Series]) -> tuple[list[str], dict[str, objec
     return lines, verdict
 
 
-def genai_lora(ranks: range = range(5), everyone: bool = True) -> dict[str, np.ndarray]:
+# The series' name prefix by what the requests are grouped by: customer, base model, LoRA adapters.
+GENAI_PREFIX = {
+    "groupId": "genai-",
+    "checkpoint_model_version_id": "genai-model-",
+    "num_lora": "genai-loras-",
+}
+
+
+def genai_lora(ranks: range = range(5), everyone: bool = True, by: str = "groupId") -> dict[str, np.ndarray]:
     """GPU-hours per hour in Alibaba's GenAI LoRA request trace (one GPU per request): all requests (with
-    `everyone`) and the customers (groupId) at `ranks` by GPU-hours: the five busiest are the tuned dataset,
-    the next five the holdout. Needs ../shared/data (the committed slice is a few hours long)."""
+    `everyone`) and the groups at `ranks` by GPU-hours. Grouped by customer (`groupId`), the five busiest are
+    the tuned dataset, the next five the first holdout, the five after them the second; the second holdout
+    also groups by base model (`checkpoint_model_version_id`, the five busiest) and by LoRA adapters in the
+    request (`num_lora`). Needs ../shared/data (the committed slice is a few hours long)."""
     if not GENAI.is_file():
         return {}
     with GENAI.open(newline="") as handle:
@@ -324,7 +345,7 @@ def genai_lora(ranks: range = range(5), everyone: bool = True) -> dict[str, np.n
     hours = int((max(starts) - origin).total_seconds() // 3600) + 2
     totals: dict[str, float] = defaultdict(float)
     for r in rows:
-        totals[r["groupId"]] += float(r["exec_time_seconds"])
+        totals[r[by]] += float(r["exec_time_seconds"])
     ranked = sorted(totals, key=totals.get, reverse=True)
     busiest = [ranked[i] for i in ranks if i < len(ranked)]
     series = {name: np.zeros(hours) for name in [*(["all"] if everyone else []), *busiest]}
@@ -333,9 +354,9 @@ def genai_lora(ranks: range = range(5), everyone: bool = True) -> dict[str, np.n
         for hour, share in spread(first, first + seconds):
             if everyone:
                 series["all"][hour] += share
-            if r["groupId"] in series:
-                series[r["groupId"]][hour] += share
-    return {f"genai-{k}": v for k, v in series.items() if v[: -WEEKS * ORIGINS * HORIZON].any()}
+            if r[by] in series:
+                series[r[by]][hour] += share
+    return {f"{GENAI_PREFIX[by]}{k}": v for k, v in series.items() if v[: -WEEKS * ORIGINS * HORIZON].any()}
 
 
 def spread(start_s: float, end_s: float) -> list[tuple[int, float]]:
@@ -374,6 +395,26 @@ def datasets() -> list[tuple[str, list[Series]]]:
             (
                 f"Holdout: {len(holdout)} series (older pod months, pods by GPU share, GenAI customers 6-10)",
                 [Series(k, v) for k, v in holdout.items()],
+            )
+        )
+    # Built on 2026-12-05 before that day's changes were scored, and scored once, after them.
+    earth = sum(helios.values()) if SHARED.is_dir() else None
+    second = {
+        **({"earth-all-clusters": earth} if earth is not None else {}),
+        **alibaba_pods((0, 1, *HOLDOUT_MONTHS), by="phase"),
+        **alibaba_pods(HOLDOUT_MONTHS, by="size"),
+        **genai_lora(SECOND_HOLDOUT_RANKS, everyone=False),
+        **genai_lora(range(5), everyone=False, by="checkpoint_model_version_id"),
+        **genai_lora(range(2), everyone=False, by="num_lora"),
+    }
+    seen = [s.y for _, items in found for s in items]
+    second = {k: v for k, v in second.items() if not any(np.array_equal(v, y) for y in seen)}
+    if second:
+        found.append(
+            (
+                f"Second holdout: {len(second)} series (the ten Helios clusters together, pods by outcome "
+                "and older months by GPU share, GenAI customers 11-15, base models and LoRA counts)",
+                [Series(k, v, platform_down if k == "earth-all-clusters" else ()) for k, v in second.items()],
             )
         )
     return found
