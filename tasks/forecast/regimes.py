@@ -7,12 +7,15 @@ the forecast must follow within hours, not a gap to fill.
 - woke up: after an idle spell of a season or more, the cluster has been busy for at least WOKE_MIN steps
   in a row, and less than a season. The history before the spell says little about the new tenant, and
   seasonal naive would repeat the idle day: the forecast is the level since it woke, with bounds from its
-  spread.
+  spread. A bursty series (nine in ten of its busy spells before the idle one ended within a season: a
+  customer who runs a few hours a night) wakes like that every time: for it a wake is a burst, and the
+  models' forecast stands, until it has outlasted those spells.
 - steady: anything else; the models' forecast stands.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Literal
 
@@ -44,6 +47,12 @@ def _trailing(flags: np.ndarray) -> int:
     return int(flags.size - (falses[-1] + 1 if falses.size else 0))
 
 
+def _spells(busy: np.ndarray) -> np.ndarray:
+    """The lengths of the runs of True."""
+    edges = np.diff(np.r_[0, busy.astype(np.int8), 0])
+    return np.flatnonzero(edges == -1) - np.flatnonzero(edges == 1)
+
+
 def current_regime(values: np.ndarray, observed: np.ndarray, season: int) -> Regime:
     """The regime at the end of the history. Unobserved steps (missing, declared outages) are neither idle
     nor busy: they are skipped."""
@@ -53,6 +62,10 @@ def current_regime(values: np.ndarray, observed: np.ndarray, season: int) -> Reg
     if quiet >= season:
         return Regime("idle", quiet, 0.0)
     busy = _trailing(~idle)
-    if WOKE_MIN <= busy < season and _trailing(idle[: y.size - busy]) >= season:
-        return Regime("woke", busy, float(y[-busy:].mean()))
+    spell = _trailing(idle[: y.size - busy])
+    if WOKE_MIN <= busy < season and spell >= season:
+        earlier = _spells(~idle[: y.size - busy - spell])
+        burst = float(np.percentile(earlier, 90)) if earlier.size else math.inf
+        if burst >= season or busy > burst:
+            return Regime("woke", busy, float(y[-busy:].mean()))
     return Regime("steady", 0, 0.0)

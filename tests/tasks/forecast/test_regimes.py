@@ -1,5 +1,6 @@
 """Idle is data, an outage is an event (issue 15): a cluster idle for the last day is forecast idle, one that
-woke up is forecast busy, one burst is not a tenant, and a declared outage is filled and never scored."""
+woke up is forecast busy, one burst (or a bursty customer's usual burst) is not a tenant, and a declared
+outage is filled and never scored."""
 
 from __future__ import annotations
 
@@ -50,6 +51,27 @@ def test_one_burst_after_an_idle_spell_is_not_a_new_tenant() -> None:
     y = np.r_[busy_days(6), np.zeros(5 * 24), np.full(WOKE_MIN - 1, 4.0)]
     assert current_regime(y, np.ones(y.size, bool), 24).kind == "steady"
     assert "woke" not in forecast_series("vc-burst", y, season=24, horizon=24).reason
+
+
+def nightly_bursts(days: int) -> np.ndarray:
+    """A customer who runs a few hours a night: 2 to 5 busy hours from 22:00, idle the rest of the day."""
+    y = np.zeros(days * 24)
+    for day in range(days):
+        y[day * 24 - 2 : day * 24 + int(rng.integers(0, 4))] = rng.uniform(0.2, 0.8)
+    return y
+
+
+def test_a_bursty_series_waking_for_its_usual_burst_is_not_a_new_tenant() -> None:
+    """A nightly customer who skipped a night and a half and is back for its burst: its bursts always end
+    within hours, so the wake is one of them, not a tenant to forecast busy all day (a base model in the
+    GenAI trace was forecast at its burst's level for a whole day: 3.3 times seasonal naive's error)."""
+    burst = np.full(WOKE_MIN, 0.5)
+    y = np.r_[nightly_bursts(10)[2:], np.zeros(36), burst]
+    assert current_regime(y, np.ones(y.size, bool), 24).kind == "steady"
+    assert "woke" not in forecast_series("customer-nightly", y, season=24, horizon=24).reason
+    # Outlasting every earlier burst, the same wake is a tenant again.
+    longer = np.r_[y, np.full(8, 0.5)]
+    assert current_regime(longer, np.ones(longer.size, bool), 24).kind == "woke"
 
 
 def test_unobserved_hours_are_neither_idle_nor_busy() -> None:
