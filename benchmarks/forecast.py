@@ -13,6 +13,10 @@ Datasets (../shared/data when present, else the committed slices):
   summed (the whole Earth cluster), the pods split by outcome (still running at the trace's end, or ended)
   and the older months by GPU share, the GenAI customers ranked 11 to 15, the five busiest base models and
   requests by LoRA count. Series that repeat another dataset's are left out.
+- Third holdout, built on 2026-12-06 after the trimmed combination was chosen and before it was scored on
+  it: the GenAI customers ranked 16 to 20 and base models ranked 6 to 10, the requests by kind (text to
+  image, image to image) and by images per prompt (the four commonest), and the pods of every month split
+  by GPU count (one GPU against several).
 
 For each series the last 2 weeks are held out: 14 daily origins, 24-hour horizon. At each origin every method
 sees only the history before it: the default (`auto`), `best`, seasonal naive, and statsforecast's AutoETS,
@@ -61,6 +65,7 @@ ALIBABA = ROOT.parent / "shared" / "data" / "alibaba-openb-pods" / "openb_pod_li
 GENAI = ROOT.parent / "shared" / "data" / "alibaba-genai-lora" / "lora_request_trace.csv"
 HORIZON, ORIGINS, WEEKS = 24, 7, 2
 HOLDOUT_MONTHS, HOLDOUT_RANKS, SECOND_HOLDOUT_RANKS = (2, 3, 4), range(5, 10), range(10, 15)
+THIRD_HOLDOUT_RANKS = range(15, 20)
 
 
 def clusters() -> dict[str, Path]:
@@ -220,6 +225,7 @@ POD_GROUPS = {
     "qos": (("all", "LS", "BE", "Burstable"), lambda p: p["qos"]),
     "size": (("shared", "whole"), lambda p: "shared" if int(p["gpu_milli"]) < 1000 else "whole"),
     "phase": (("running", "ended"), lambda p: "running" if p["pod_phase"] == "Running" else "ended"),
+    "gpus": (("single", "multi"), lambda p: "single" if int(p["num_gpu"]) == 1 else "multi"),
 }
 
 
@@ -333,6 +339,8 @@ GENAI_PREFIX = {
     "groupId": "genai-",
     "checkpoint_model_version_id": "genai-model-",
     "num_lora": "genai-loras-",
+    "predict_type": "genai-kind-",
+    "num_images_per_prompt": "genai-images-",
 }
 
 
@@ -421,11 +429,7 @@ def datasets() -> list[tuple[str, list[Series]]]:
         ),
     ]
     seen = [s.y for _, items in found for s in items]
-    second = []
-    for candidate in candidates:  # a series that repeats one already benchmarked is not a new one
-        if not any(np.array_equal(candidate.y, y) for y in seen):
-            second.append(candidate)
-            seen.append(candidate.y)
+    second = fresh(candidates, seen)  # a series that repeats one already benchmarked is not a new one
     if second:
         found.append(
             (
@@ -434,7 +438,39 @@ def datasets() -> list[tuple[str, list[Series]]]:
                 second,
             )
         )
+    # Built on 2026-12-06 after the trimmed combination was chosen, scored once after it (the README says so).
+    third = fresh(
+        [
+            Series(k, v)
+            for k, v in {
+                **genai_lora(THIRD_HOLDOUT_RANKS, everyone=False),
+                **genai_lora(range(5, 10), everyone=False, by="checkpoint_model_version_id"),
+                **genai_lora(range(2), everyone=False, by="predict_type"),
+                **genai_lora(range(4), everyone=False, by="num_images_per_prompt"),
+                **alibaba_pods((0, 1, *HOLDOUT_MONTHS), by="gpus"),
+            }.items()
+        ],
+        seen,
+    )
+    if third:
+        found.append(
+            (
+                f"Third holdout: {len(third)} series (GenAI customers 16-20, base models 6-10, request kinds "
+                "and images per prompt, pods by GPU count)",
+                third,
+            )
+        )
     return found
+
+
+def fresh(candidates: list[Series], seen: list[np.ndarray]) -> list[Series]:
+    """The candidates that repeat no series already benchmarked (nor each other); `seen` grows with them."""
+    kept = []
+    for candidate in candidates:
+        if not any(np.array_equal(candidate.y, y) for y in seen):
+            kept.append(candidate)
+            seen.append(candidate.y)
+    return kept
 
 
 def report() -> str:

@@ -20,6 +20,8 @@ from tasks.forecast.models import (
     COMBINATION,
     INTERMITTENT,
     MODELS,
+    TRIM,
+    TRIM_MARGIN,
     WEIGHT_POWER,
     Candidate,
     Cleaned,
@@ -30,6 +32,7 @@ from tasks.forecast.models import (
     combine,
     common_idle_runs,
     forecast_series,
+    mase_scale,
     widen,
 )
 from tasks.forecast.rules import EWM_ALPHAS, MEDIAN_WINDOWS, tune_level
@@ -139,6 +142,36 @@ def test_seasonal_naive_joins_the_combination_only_when_it_beat_the_models_on_th
     level = 10 + np.cumsum(rng.normal(0, 0.5, 24 * 28))
     bt, _ = backtest(clean(level, 24), season=24, horizon=24, origins=14, models=("seasonal_naive", "ses"))
     assert bt.mase[COMBINATION] <= bt.mase["seasonal_naive"] and list(bt.weights) == ["ses"]
+
+
+@pytest.mark.parametrize(("vc", "trimmed"), [("vc8Sj", True), ("vc6YE", False)])
+def test_the_trimmed_mean_is_used_only_where_it_beat_the_weighted_mean_on_the_backtest(
+    vc: str, trimmed: bool
+) -> None:
+    """The members' backtest forecasts recomputed from outside: the combination is their weighted trimmed
+    mean exactly where that scored at least 2 % under their weighted mean (vc8Sj in May), and its backtest
+    MASE and the reason say which."""
+    y = clean(helios_hourly(vc), 24)
+    n = len(y.values)
+    cuts, first = [n - (14 - i) * 24 for i in range(14)], n - 14 * 24
+    bt, _ = backtest(y, 24, 24, 14)
+    requests = [(c, 24) for c in cuts]
+    paths = [Candidate(m, y.values[:first], 24).forecasts(y.values, requests) for m in bt.weights]
+
+    def mase(trim: float) -> float:
+        errors = []
+        for i, c in enumerate(cuts):
+            fc = combine([p[i] for p in paths], list(bt.weights.values()), trim)
+            scale = mase_scale(y.values[:c], y.observed[:c], 24)
+            errors.append(np.abs(fc.mean - y.values[c : c + 24])[y.observed[c : c + 24]].mean() / scale)
+        return float(np.mean(errors))
+
+    mean, trim = mase(0.0), mase(TRIM)
+    assert (trim < TRIM_MARGIN * mean) is trimmed and bt.trim == (TRIM if trimmed else 0.0)
+    assert bt.mase[COMBINATION] == pytest.approx(trim if trimmed else mean)
+    result = forecast_series(vc, helios_hourly(vc), season=24, horizon=24)
+    assert ("trimmed mean, the central 40 % of the weight" in result.reason) is trimmed
+    assert _ordered(result.forecast)
 
 
 def test_the_calibrated_intervals_cover_their_level_on_the_backtest() -> None:
